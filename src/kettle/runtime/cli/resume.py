@@ -1,0 +1,14 @@
+"""kettle-runtime resume <id>"""
+
+from __future__ import annotations
+
+from kettle.runtime.cli import parse
+from kettle.runtime.cli._common import need_id
+from kettle.runtime.context import Context
+
+
+def main(ctx: Context, argv: list[str]) -> int:
+    from kettle.runtime.lifecycle import resume
+
+    resume(ctx, need_id(parse(argv, ()).args, "resume"))
+    return 0

@@ -1,0 +1,75 @@
+"""What every runtime operation needs: the state root, the cgroup driver choice, a logger."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import IO
+
+from kettle.runtime.state import Store
+
+DEFAULT_ROOT = "/run/kettle-runtime"
+
+
+def default_root() -> str:
+    if os.geteuid() == 0:
+        return DEFAULT_ROOT
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg:
+        return os.path.join(xdg, "kettle-runtime")
+    return f"/tmp/kettle-runtime-{os.geteuid()}"
+
+
+def now_rfc3339(nano: bool = True) -> str:
+    t = datetime.datetime.now(datetime.UTC)
+    if not nano:
+        return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return t.strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
+
+
+@dataclass
+class Logger:
+    """runc-style log: text or one JSON object a line, to --log or stderr."""
+
+    stream: IO[str] | None = None
+    json_format: bool = False
+    debug_enabled: bool = False
+    to_stderr_too: bool = field(default=False)
+
+    def log(self, level: str, msg: str) -> None:
+        if level == "debug" and not self.debug_enabled:
+            return
+        out = self.stream or sys.stderr
+        if self.json_format:
+            line = json.dumps({"level": level, "msg": msg, "time": now_rfc3339(False)})
+        else:
+            line = f'time="{now_rfc3339(False)}" level={level} msg="{msg}"'
+        try:
+            out.write(line + "\n")
+            out.flush()
+        except OSError:
+            pass  # a closed log must not turn a success into a failure
+
+    def debug(self, msg: str) -> None:
+        self.log("debug", msg)
+
+    def warning(self, msg: str) -> None:
+        self.log("warning", msg)
+
+    def error(self, msg: str) -> None:
+        self.log("error", msg)
+
+
+@dataclass
+class Context:
+    root: str
+    logger: Logger = field(default_factory=Logger)
+    systemd_cgroup: bool = False
+    rootless: bool = False
+
+    @property
+    def store(self) -> Store:
+        return Store(self.root)

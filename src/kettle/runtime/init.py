@@ -1,0 +1,320 @@
+"""Code that runs in the processes the runtime forks: the intermediate and the container init.
+
+Process model of ``create`` (the runtime process is P):
+
+    P ──fork──> I   joins namespaces given by path, unshares the user namespace (P writes its
+                    id maps), then unshares the rest; forks N and exits at once
+      I ──fork──> N the container's first process (pid 1 in a new pid namespace): waits until P
+                    has put it into its cgroup, builds the root filesystem, reports ready to P,
+                    then blocks in accept() on exec.sock until ``start`` connects, and execs the
+                    user's program.
+
+N is a grandchild of P, so once P exits N belongs to the caller's subreaper (containerd's shim,
+conmon), just as with runc.  Every step here either succeeds or sends one error message to P and
+exits; nothing here returns to the caller's code.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from collections.abc import Mapping
+from typing import Any, NoReturn
+
+from kettle import syscalls as sc
+from kettle.errors import FailedPrecondition, InvalidArgument, KettleError, NotFound, oserror_text
+from kettle.runtime import namespaces, sync
+
+
+def child_fail(chan: socket.socket | None, exc: BaseException) -> NoReturn:
+    """Report exc to the runtime (if anyone listens) and exit the child without cleanup."""
+    msg = str(exc) if isinstance(exc, KettleError | OSError) else f"{type(exc).__name__}: {exc}"
+    code = exc.code if isinstance(exc, KettleError) else "INTERNAL"
+    try:
+        if chan is not None:
+            sync.send(chan, "error", msg=msg, code=code)
+        else:
+            os.write(2, f"kettle-runtime: {msg}\n".encode())
+    except OSError:
+        pass  # the runtime is gone; nobody is left to tell
+    os._exit(1)
+
+
+# --- intermediate ----------------------------------------------------------------------------
+
+
+def intermediate(
+    chan: socket.socket,
+    plan: namespaces.Plan,
+    opened: list[tuple[str, int, str]],
+    time_offsets: Mapping[str, Any] | None,
+    oom_process: Mapping[str, Any],
+    body: Any,
+) -> NoReturn:
+    """Enter the container's namespaces and fork the process that lives in them.
+
+    ``body`` is called in the grandchild; it never returns.
+    """
+    try:
+        sc.prctl(sc.PR_SET_PDEATHSIG, 9)
+        write_oom_score_adj(oom_process)
+        namespaces.join_all(opened)
+        if "user" in plan.new:
+            sc.unshare(sc.CLONE_NEWUSER)
+            sync.send(chan, "idmap")
+            sync.expect(chan, "idmap-done")
+        if "user" in plan.new or any(k == "user" for k, _ in plan.join):
+            # Become root of the user namespace, as runc does, so that the mounts and files
+            # made next belong to the container's root.
+            try:
+                os.setresgid(0, 0, 0)
+                os.setresuid(0, 0, 0)
+            except OSError as e:
+                raise FailedPrecondition(
+                    f"cannot become root in the user namespace (is uid 0 mapped?): {e.strerror}"
+                ) from None
+        flags = plan.unshare_flags
+        if flags:
+            sc.unshare(flags)
+        if time_offsets and "time" in plan.new:
+            _write_time_offsets(time_offsets)
+        pid = os.fork()
+        if pid == 0:
+            body()
+            os._exit(1)  # body never returns; this is only a guard
+        sync.send(chan, "pid", pid=pid)
+        os._exit(0)
+    except BaseException as e:
+        child_fail(chan, e)
+
+
+def _write_time_offsets(offsets: Mapping[str, Any]) -> None:
+    lines = []
+    for clock in ("monotonic", "boottime"):
+        value = offsets.get(clock)
+        if value:
+            lines.append(f"{clock} {int(value.get('secs', 0))} {int(value.get('nanosecs', 0))}\n")
+    for clock in offsets:
+        if clock not in ("monotonic", "boottime"):
+            raise InvalidArgument(f"linux.timeOffsets.{clock}: unknown clock")
+    with open("/proc/self/timens_offsets", "w") as f:
+        for line in lines:
+            f.write(line)
+            f.flush()
+
+
+# --- process attributes shared by init and exec -----------------------------------------------
+
+
+def lookup_executable(args: list[str], env: list[str], cwd: str) -> str:
+    """Resolve args[0] like execvp would, in the current root; fail early with runc's words."""
+    if not args:
+        raise InvalidArgument("process.args: must not be empty")
+    name = args[0]
+    if "/" in name:
+        path = name if os.path.isabs(name) else os.path.join(cwd, name)
+        if not os.path.exists(path):
+            raise NotFound(f'exec: "{name}": stat {name}: no such file or directory')
+        return path
+    search = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    for item in env:
+        if item.startswith("PATH="):
+            search = item[5:]
+    for d in search.split(":"):
+        cand = os.path.join(d or ".", name)
+        if os.path.isfile(cand) and os.access(cand, os.X_OK):
+            return cand
+    raise NotFound(f'exec: "{name}": executable file not found in $PATH')
+
+
+def apply_lsm(process: Mapping[str, Any]) -> None:
+    profile = process.get("apparmorProfile")
+    if profile:
+        if not apparmor_enabled():
+            raise FailedPrecondition(
+                f"process.apparmorProfile: apparmor is not enabled on this host ({profile})"
+            )
+        path = "/proc/self/attr/apparmor/exec"
+        if not os.path.exists(path):
+            path = "/proc/self/attr/exec"
+        with open(path, "w") as f:
+            f.write(f"exec {profile}")
+    label = process.get("selinuxLabel")
+    if label:
+        if not selinux_enabled():
+            raise FailedPrecondition(
+                f"process.selinuxLabel: selinux is not enabled on this host ({label})"
+            )
+        with open("/proc/self/attr/exec", "w") as f:
+            f.write(label)
+
+
+def apparmor_enabled() -> bool:
+    try:
+        with open("/sys/module/apparmor/parameters/enabled") as f:
+            return f.read().strip() == "Y"
+    except OSError:
+        return False
+
+
+def selinux_enabled() -> bool:
+    return os.path.exists("/sys/fs/selinux/enforce")
+
+
+def apply_scheduling(process: Mapping[str, Any]) -> None:
+    io = process.get("ioPriority")
+    if io:
+        classes = {"IOPRIO_CLASS_RT": 1, "IOPRIO_CLASS_BE": 2, "IOPRIO_CLASS_IDLE": 3}
+        cls = classes.get(io.get("class", ""))
+        if cls is None:
+            raise InvalidArgument(f"process.ioPriority.class: unknown class {io.get('class')!r}")
+        sc.ioprio_set(cls, int(io.get("priority", 0)))
+    sched = process.get("scheduler")
+    if sched:
+        policies = {
+            "SCHED_OTHER": os.SCHED_OTHER,
+            "SCHED_FIFO": os.SCHED_FIFO,
+            "SCHED_RR": os.SCHED_RR,
+            "SCHED_BATCH": os.SCHED_BATCH,
+            "SCHED_IDLE": os.SCHED_IDLE,
+        }
+        policy = policies.get(sched.get("policy", ""))
+        if policy is None:
+            raise InvalidArgument(
+                f"process.scheduler.policy: unsupported policy {sched.get('policy')!r}"
+            )
+        if sched.get("nice"):
+            os.setpriority(os.PRIO_PROCESS, 0, int(sched["nice"]))
+        os.sched_setscheduler(0, policy, os.sched_param(int(sched.get("priority", 0))))
+    affinity = process.get("execCPUAffinity")
+    if affinity and affinity.get("initial"):
+        os.sched_setaffinity(0, parse_cpu_list(affinity["initial"]))
+
+
+def parse_cpu_list(text: str) -> set[int]:
+    cpus: set[int] = set()
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "-" in part:
+            lo, hi = part.split("-", 1)
+            cpus.update(range(int(lo), int(hi) + 1))
+        else:
+            cpus.add(int(part))
+    return cpus
+
+
+def finish_process(
+    process: Mapping[str, Any],
+    seccomp: Mapping[str, Any] | None,
+    *,
+    preserve_fds: int,
+    setgroups_allowed: bool,
+    state_json: bytes | None = None,
+) -> tuple[str, list[str], dict[str, str]]:
+    """Switch to the process's identity and confinement; return what to exec.
+
+    Order (as runc): umask, bounding set, seccomp when it needs CAP_SYS_ADMIN, user switch
+    keeping caps, capability sets, cwd, no_new_privs, seccomp as late as possible otherwise.
+    """
+    from kettle.runtime import caps, rlimits
+
+    user = process.get("user") or {}
+    args = list(process.get("args") or [])
+    env = [str(e) for e in process.get("env") or ()]
+    cwd = process.get("cwd") or "/"
+    nnp = bool(process.get("noNewPrivileges"))
+
+    rlimits.apply(process.get("rlimits"))
+    apply_scheduling(process)
+    apply_lsm(process)
+    os.umask(int(user.get("umask", 0o022)) if user.get("umask") is not None else 0o022)
+    capabilities = process.get("capabilities")
+    caps.drop_bounding(capabilities)
+    notify_fd: int | None = None
+    if seccomp and not nnp:
+        notify_fd = _load_seccomp(seccomp, state_json)
+    sc.prctl(sc.PR_SET_KEEPCAPS, 1)
+    gid = int(user.get("gid", 0))
+    uid = int(user.get("uid", 0))
+    extra = [int(g) for g in user.get("additionalGids") or ()]
+    if setgroups_allowed:
+        os.setgroups(extra)
+    elif extra:
+        raise FailedPrecondition(
+            "process.user.additionalGids: setgroups is denied in this user namespace"
+        )
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    sc.prctl(sc.PR_SET_KEEPCAPS, 0)
+    caps.apply(capabilities)
+    try:
+        os.chdir(cwd)
+    except OSError as e:
+        raise FailedPrecondition(f"process.cwd: chdir to {cwd}: {oserror_text(e)}") from None
+    if nnp:
+        sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
+    if seccomp and nnp:
+        notify_fd = _load_seccomp(seccomp, state_json)
+    if notify_fd is not None:
+        os.close(notify_fd)
+    path = lookup_executable(args, env, cwd)
+    _close_extra_fds(preserve_fds)
+    envd: dict[str, str] = {}
+    for item in env:
+        k, sep, v = item.partition("=")
+        if sep:
+            envd[k] = v
+    return path, args, envd
+
+
+def _load_seccomp(seccomp: Mapping[str, Any], state_json: bytes | None) -> int | None:
+    from kettle.runtime import seccomp as sec
+
+    fd = sec.load(seccomp, listener_state=state_json)
+    if fd is not None:
+        listener = seccomp.get("listenerPath")
+        if not listener:
+            raise InvalidArgument("linux.seccomp.listenerPath: required with SCMP_ACT_NOTIFY")
+        sec.send_notify_fd(listener, fd, state_json or b"{}")
+    return fd
+
+
+def write_oom_score_adj(process: Mapping[str, Any]) -> None:
+    """Set before any namespace is entered: lowering it needs the host's privileges."""
+    value = process.get("oomScoreAdj")
+    if value is None:
+        return
+    _write_oom_score_adj(int(value))
+
+
+def _write_oom_score_adj(value: int) -> None:
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(value))
+    except OSError as e:
+        raise FailedPrecondition(
+            f"process.oomScoreAdj: cannot set {value}: {oserror_text(e)}"
+        ) from None
+
+
+def _close_extra_fds(preserve_fds: int) -> None:
+    first = 3 + max(preserve_fds, 0)
+    for fd in range(3, first):
+        try:
+            os.set_inheritable(fd, True)
+        except OSError:
+            pass  # a gap in the preserved range: nothing to pass on there
+    sc.close_range(first, 0xFFFFFFFF, sc.CLOSE_RANGE_CLOEXEC)
+
+
+def exec_or_fail(
+    chan: socket.socket | None, path: str, args: list[str], env: dict[str, str]
+) -> NoReturn:
+    try:
+        sys.stdout.flush()
+        os.execve(path, args, env)
+    except OSError as e:
+        child_fail(chan, FailedPrecondition(f'exec: "{args[0]}": {oserror_text(e)}'))

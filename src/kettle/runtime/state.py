@@ -1,0 +1,218 @@
+"""Container state: the status state machine and its on-disk record under --root.
+
+Layout: ``<root>/<id>/state.json`` (the record, replaced atomically), ``<root>/<id>/lock``
+(flock serialising operations on one container) and ``<root>/<id>/exec.sock`` (the socket the
+blocked init waits on until ``start``).  The record is only a claim about the past: the live
+status is derived from the kernel (is the init pid still the process we started? is its
+cgroup frozen?), so a container whose init died is ``stopped`` without anyone reaping it.
+"""
+
+from __future__ import annotations
+
+import enum
+import fcntl
+import json
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from kettle.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+
+STATE_FILE = "state.json"
+EXEC_SOCK = "exec.sock"
+
+# runc accepts ids matching this; anything else (path separators, "..") is refused.
+_ID_RE = re.compile(r"^[\w+\-.]+$")
+
+
+class Status(enum.Enum):
+    CREATING = "creating"
+    CREATED = "created"
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+
+
+# The operations each status allows; anything else is a FailedPrecondition.
+_ALLOWED: dict[str, frozenset[Status]] = {
+    "start": frozenset({Status.CREATED}),
+    "kill": frozenset({Status.CREATED, Status.RUNNING, Status.PAUSED}),
+    "pause": frozenset({Status.RUNNING}),
+    "resume": frozenset({Status.PAUSED}),
+    "exec": frozenset({Status.CREATED, Status.RUNNING}),
+    "update": frozenset({Status.CREATED, Status.RUNNING, Status.PAUSED}),
+    "delete": frozenset({Status.STOPPED, Status.CREATED}),
+    "ps": frozenset({Status.CREATED, Status.RUNNING, Status.PAUSED, Status.STOPPED}),
+}
+
+
+def check_transition(container_id: str, op: str, status: Status) -> None:
+    """Raise FailedPrecondition, worded as runc does, when op is not allowed in status."""
+    if status in _ALLOWED[op]:
+        return
+    if op == "start":
+        if status is Status.STOPPED:
+            raise FailedPrecondition(f"cannot start a container that has stopped: {container_id}")
+        raise FailedPrecondition(f"cannot start an already running container: {container_id}")
+    if op == "delete":
+        raise FailedPrecondition(
+            f"cannot delete container {container_id} that is not stopped: {status.value}"
+        )
+    if op == "resume":
+        raise FailedPrecondition(f"container not paused: {container_id}")
+    if op == "pause" and status is Status.PAUSED:
+        raise FailedPrecondition(f"container already paused: {container_id}")
+    raise FailedPrecondition(f"container not running: {container_id}")
+
+
+def validate_id(container_id: str) -> None:
+    if not container_id:
+        raise InvalidArgument("container id cannot be empty")
+    if not _ID_RE.match(container_id) or container_id in (".", ".."):
+        raise InvalidArgument(f"invalid container id format: {container_id}")
+
+
+@dataclass
+class ContainerState:
+    id: str
+    bundle: str
+    rootfs: str
+    pid: int = 0
+    #: field 22 of /proc/<pid>/stat when the init was started: guards against pid reuse.
+    pid_start: int = 0
+    status: str = Status.CREATING.value
+    created: str = ""
+    owner: str = ""
+    annotations: dict[str, str] = field(default_factory=dict)
+    cgroup: dict[str, Any] = field(default_factory=dict)
+    systemd_cgroup: bool = False
+    rootless: bool = False
+    #: the parts of config.json later commands need (hooks, namespaces, process defaults).
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ContainerState:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def oci_state(self, status: Status) -> dict[str, Any]:
+        """The runtime-spec state object (what hooks get on stdin)."""
+        out: dict[str, Any] = {
+            "ociVersion": self.config.get("ociVersion", "1.0.2"),
+            "id": self.id,
+            "status": status.value,
+            "pid": self.pid if status is not Status.STOPPED else 0,
+            "bundle": self.bundle,
+        }
+        if self.annotations:
+            out["annotations"] = self.annotations
+        return out
+
+
+def proc_start_time(pid: int) -> int | None:
+    """Start time of pid (clock ticks since boot), or None when it is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # The command name may hold spaces and parentheses: split after the last ')'.
+    rest = raw[raw.rindex(b")") + 2 :].split()
+    if rest[0] in (b"Z", b"X"):
+        return None
+    return int(rest[19])
+
+
+def is_alive(pid: int, start: int) -> bool:
+    if pid <= 0:
+        return False
+    now = proc_start_time(pid)
+    return now is not None and (start == 0 or now == start)
+
+
+class Store:
+    """The directory of container records under the runtime's --root."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    def dir(self, container_id: str) -> str:
+        validate_id(container_id)
+        return os.path.join(self.root, container_id)
+
+    def create_dir(self, container_id: str) -> str:
+        path = self.dir(container_id)
+        os.makedirs(self.root, mode=0o711, exist_ok=True)
+        try:
+            os.mkdir(path, 0o711)
+        except FileExistsError:
+            raise AlreadyExists(f"container with id exists: {container_id}") from None
+        return path
+
+    def load(self, container_id: str) -> ContainerState:
+        path = os.path.join(self.dir(container_id), STATE_FILE)
+        try:
+            with open(path, "rb") as f:
+                data = json.loads(f.read())
+        except FileNotFoundError:
+            raise NotFound(f"container {container_id} does not exist") from None
+        except ValueError as e:
+            raise FailedPrecondition(f"corrupt state file {path}: {e}") from None
+        return ContainerState.from_json(data)
+
+    def save(self, st: ContainerState) -> None:
+        d = self.dir(st.id)
+        tmp = os.path.join(d, f".{STATE_FILE}.tmp")
+        with open(tmp, "w") as f:
+            json.dump(st.to_json(), f)
+        os.replace(tmp, os.path.join(d, STATE_FILE))
+
+    def ids(self) -> list[str]:
+        try:
+            names = sorted(os.listdir(self.root))
+        except FileNotFoundError:
+            return []
+        return [n for n in names if os.path.exists(os.path.join(self.root, n, STATE_FILE))]
+
+    def remove(self, container_id: str) -> None:
+        d = self.dir(container_id)
+        try:
+            names = os.listdir(d)
+        except FileNotFoundError:
+            return
+        for name in names:
+            os.unlink(os.path.join(d, name))
+        os.rmdir(d)
+
+    @contextmanager
+    def locked(self, container_id: str) -> Iterator[None]:
+        d = self.dir(container_id)
+        try:
+            fd = os.open(os.path.join(d, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except FileNotFoundError:
+            raise NotFound(f"container {container_id} does not exist") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+
+def current_status(st: ContainerState, frozen: bool | None = None) -> Status:
+    """The live status: the record corrected by what the kernel says now."""
+    recorded = Status(st.status)
+    if recorded is Status.STOPPED or not is_alive(st.pid, st.pid_start):
+        if recorded is Status.CREATING and st.pid == 0:
+            return Status.CREATING
+        return Status.STOPPED
+    if recorded in (Status.CREATED, Status.CREATING):
+        return recorded
+    if frozen:
+        return Status.PAUSED
+    return Status.RUNNING
