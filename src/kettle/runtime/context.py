@@ -6,7 +6,6 @@ import datetime
 import json
 import os
 import sys
-from dataclasses import dataclass, field
 from typing import IO
 
 from kettle.runtime.state import Store
@@ -30,14 +29,14 @@ def now_rfc3339(nano: bool = True) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
 
 
-@dataclass
 class Logger:
     """runc-style log: text or one JSON object a line, to --log or stderr."""
 
-    stream: IO[str] | None = None
-    json_format: bool = False
-    debug_enabled: bool = False
-    to_stderr_too: bool = field(default=False)
+    def __init__(self, stream: IO[str] | None = None, json_format: bool = False) -> None:
+        self.stream = stream
+        self.json_format = json_format
+        self.debug_enabled = False
+        self.to_stderr_too = False
 
     def log(self, level: str, msg: str) -> None:
         if level == "debug" and not self.debug_enabled:
@@ -63,12 +62,18 @@ class Logger:
         self.log("error", msg)
 
 
-@dataclass
 class Context:
-    root: str
-    logger: Logger = field(default_factory=Logger)
-    systemd_cgroup: bool = False
-    rootless: bool = False
+    def __init__(
+        self,
+        root: str,
+        logger: Logger | None = None,
+        systemd_cgroup: bool = False,
+        rootless: bool = False,
+    ) -> None:
+        self.root = root
+        self.logger = logger or Logger()
+        self.systemd_cgroup = systemd_cgroup
+        self.rootless = rootless
 
     @property
     def store(self) -> Store:

@@ -7,7 +7,6 @@ import signal
 import socket
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from kettle import errors
@@ -18,16 +17,25 @@ from kettle.runtime.context import Context, now_rfc3339
 from kettle.runtime.state import EXEC_SOCK, ContainerState, Status, proc_start_time
 
 
-@dataclass
 class CreateOptions:
-    bundle: str
-    console_socket: str | None = None
-    pid_file: str | None = None
-    no_pivot: bool = False
-    no_new_keyring: bool = False
-    preserve_fds: int = 0
-    #: an already connected console socket (``run`` with a terminal relays the pty itself)
-    console_fd: socket.socket | None = None
+    def __init__(
+        self,
+        bundle: str,
+        console_socket: str | None = None,
+        pid_file: str | None = None,
+        no_pivot: bool = False,
+        no_new_keyring: bool = False,
+        preserve_fds: int = 0,
+        console_fd: socket.socket | None = None,
+    ) -> None:
+        self.bundle = bundle
+        self.console_socket = console_socket
+        self.pid_file = pid_file
+        self.no_pivot = no_pivot
+        self.no_new_keyring = no_new_keyring
+        self.preserve_fds = preserve_fds
+        #: an already connected console socket (``run`` with a terminal relays the pty itself)
+        self.console_fd = console_fd
 
 
 def error_from_child(msg: Mapping[str, Any]) -> KettleError:

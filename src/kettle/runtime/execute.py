@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from kettle.errors import FailedPrecondition, Internal
@@ -22,14 +21,22 @@ from kettle.runtime.lifecycle import _manager, status_of
 from kettle.runtime.state import ContainerState, Status, check_transition
 
 
-@dataclass
 class ExecOptions:
-    process: dict[str, Any]
-    detach: bool = False
-    pid_file: str | None = None
-    console_socket: str | None = None
-    console_fd: socket.socket | None = None
-    preserve_fds: int = 0
+    def __init__(
+        self,
+        process: dict[str, Any],
+        detach: bool = False,
+        pid_file: str | None = None,
+        console_socket: str | None = None,
+        console_fd: socket.socket | None = None,
+        preserve_fds: int = 0,
+    ) -> None:
+        self.process = process
+        self.detach = detach
+        self.pid_file = pid_file
+        self.console_socket = console_socket
+        self.console_fd = console_fd
+        self.preserve_fds = preserve_fds
 
 
 def _container_namespaces(st: ContainerState) -> list[tuple[str, int, str]]:

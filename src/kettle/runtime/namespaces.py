@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from kettle import syscalls as sc
@@ -28,10 +27,12 @@ KINDS: dict[str, tuple[int, str]] = {
 JOIN_ORDER = ("user", "ipc", "uts", "network", "cgroup", "mount", "pid", "time")
 
 
-@dataclass(frozen=True)
 class Plan:
-    new: frozenset[str]
-    join: tuple[tuple[str, str], ...]  # (type, path) in JOIN_ORDER
+    __slots__ = ("join", "new")
+
+    def __init__(self, new: frozenset[str], join: tuple[tuple[str, str], ...]) -> None:
+        self.new = new
+        self.join = join  # (type, path) in JOIN_ORDER
 
     @property
     def unshare_flags(self) -> int:
