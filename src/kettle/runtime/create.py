@@ -167,7 +167,7 @@ def create(ctx: Context, container_id: str, opts: CreateOptions) -> ContainerSta
         mgr.create()
         st.cgroup = mgr.to_state()
         store.save(st)
-        mgr.set(linux.get("resources") or {})
+        mgr.set(linux.get("resources") or {}, linux_devices=linux.get("devices") or [])
         _spawn(ctx, st, opts, config, rootfs, plan, state_dir, mgr, cleanup)
     except BaseException:
         cleanup.run()

@@ -248,8 +248,9 @@ def update(ctx: Context, container_id: str, resources: Mapping[str, Any]) -> Non
         mgr = _manager(st)
         if mgr is None:
             raise FailedPrecondition(f"container {container_id} has no cgroup to update")
-        merged = merge_resources(st.config.get("linux", {}).get("resources") or {}, resources)
-        mgr.set(merged)
+        linux = st.config.get("linux") or {}
+        merged = merge_resources(linux.get("resources") or {}, resources)
+        mgr.set(merged, linux_devices=linux.get("devices") or [])
         st.config.setdefault("linux", {})["resources"] = merged
         store.save(st)
 
