@@ -363,6 +363,8 @@ def _container_main(
             sc.sethostname(config["hostname"])
         if config.get("domainname"):
             sc.setdomainname(config["domainname"])
+        # The seccomp agent's socket is a host path: connect while the host is still visible.
+        agent = init.connect_seccomp_listener(linux.get("seccomp"))
         rootfs_mod.finalize(config, rootfs, no_pivot=opts.no_pivot)
         spec.write_sysctls(linux.get("sysctl") or {})
         pers = linux.get("personality")
@@ -392,7 +394,10 @@ def _container_main(
             linux.get("seccomp"),
             preserve_fds=preserve,
             setgroups_allowed=setgroups_ok,
-            state_json=None,
+            state_json=init.seccomp_state(
+                linux.get("seccomp"), st.pid, st.oci_state(Status.RUNNING)
+            ),
+            listener=agent,
         )
     except BaseException as e:
         init.child_fail(conn, e)

@@ -80,12 +80,17 @@ def execute(ctx: Context, container_id: str, opts: ExecOptions) -> int:
         console = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         console.connect(opts.console_socket)
     seccomp = (st.config.get("linux") or {}).get("seccomp")
+    listener = init.connect_seccomp_listener(seccomp)
     userns = any(k == "user" for k, _, _ in opened)
     pid = os.fork()
     if pid == 0:
         parent.close()
-        _intermediate(child, opened, process, seccomp, console, opts.preserve_fds, userns)
+        _intermediate(
+            child, opened, process, seccomp, console, opts.preserve_fds, userns, listener, st
+        )
     child.close()
+    if listener is not None:
+        listener.close()
     if console is not None:
         console.close()
     for _, fd, _ in opened:
@@ -99,7 +104,7 @@ def execute(ctx: Context, container_id: str, opts: ExecOptions) -> int:
         exec_pid = int(msg["pid"])
         if mgr is not None and mgr.exists():
             mgr.apply(exec_pid)
-        sync.send(parent, "go")
+        sync.send(parent, "go", pid=exec_pid)
         msg = sync.recv(parent)
         if msg is not None:
             raise error_from_child(msg)
@@ -122,13 +127,15 @@ def _intermediate(
     console: socket.socket | None,
     preserve_fds: int,
     userns: bool,
+    listener: socket.socket | None,
+    st: ContainerState,
 ) -> NoReturn:
     try:
         init.write_oom_score_adj(process)
         namespaces.join_all(opened)
         pid = os.fork()
         if pid == 0:
-            _exec_main(chan, process, seccomp, console, preserve_fds, userns)
+            _exec_main(chan, process, seccomp, console, preserve_fds, userns, listener, st)
         sync.send(chan, "pid", pid=pid)
         os._exit(0)
     except BaseException as e:
@@ -142,9 +149,11 @@ def _exec_main(
     console: socket.socket | None,
     preserve_fds: int,
     userns: bool,
+    listener: socket.socket | None,
+    st: ContainerState,
 ) -> NoReturn:
     try:
-        sync.expect(chan, "go")
+        host_pid = int(sync.expect(chan, "go")["pid"])
         if process.get("terminal"):
             assert console is not None
             _exec_console(console, process)
@@ -155,7 +164,12 @@ def _exec_main(
             with open("/proc/self/setgroups") as f:
                 setgroups = f.read().strip() != "deny"
         path, args, env = init.finish_process(
-            process, seccomp, preserve_fds=preserve_fds, setgroups_allowed=setgroups
+            process,
+            seccomp,
+            preserve_fds=preserve_fds,
+            setgroups_allowed=setgroups,
+            state_json=init.seccomp_state(seccomp, host_pid, st.oci_state(Status.RUNNING)),
+            listener=listener,
         )
     except BaseException as e:
         init.child_fail(chan, e)

@@ -213,6 +213,7 @@ def finish_process(
     preserve_fds: int,
     setgroups_allowed: bool,
     state_json: bytes | None = None,
+    listener: socket.socket | None = None,
 ) -> tuple[str, list[str], dict[str, str]]:
     """Switch to the process's identity and confinement; return what to exec.
 
@@ -235,7 +236,7 @@ def finish_process(
     caps.drop_bounding(capabilities)
     notify_fd: int | None = None
     if seccomp and not nnp:
-        notify_fd = _load_seccomp(seccomp, state_json)
+        notify_fd = _load_seccomp(seccomp, state_json, listener)
     sc.prctl(sc.PR_SET_KEEPCAPS, 1)
     gid = int(user.get("gid", 0))
     uid = int(user.get("uid", 0))
@@ -257,7 +258,7 @@ def finish_process(
     if nnp:
         sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
     if seccomp and nnp:
-        notify_fd = _load_seccomp(seccomp, state_json)
+        notify_fd = _load_seccomp(seccomp, state_json, listener)
     if notify_fd is not None:
         os.close(notify_fd)
     path = lookup_executable(args, env, cwd)
@@ -270,16 +271,39 @@ def finish_process(
     return path, args, envd
 
 
-def _load_seccomp(seccomp: Mapping[str, Any], state_json: bytes | None) -> int | None:
+def _load_seccomp(
+    seccomp: Mapping[str, Any], state_json: bytes | None, listener: socket.socket | None
+) -> int | None:
+    """Load the filter; with SCMP_ACT_NOTIFY the fd goes to the agent on ``listener``.
+
+    The listener socket is connected before pivot_root (listenerPath is a host path).
+    """
     from kettle.runtime import seccomp as sec
 
-    fd = sec.load(seccomp, listener_state=state_json)
-    if fd is not None:
-        listener = seccomp.get("listenerPath")
-        if not listener:
-            raise InvalidArgument("linux.seccomp.listenerPath: required with SCMP_ACT_NOTIFY")
-        sec.send_notify_fd(listener, fd, state_json or b"{}")
-    return fd
+    return sec.load(seccomp, listener_state=state_json or b"{}", listener=listener)
+
+
+def connect_seccomp_listener(seccomp: Mapping[str, Any] | None) -> socket.socket | None:
+    if not seccomp or not seccomp.get("listenerPath"):
+        return None
+    from kettle.runtime import seccomp as sec
+
+    return sec.connect_listener(str(seccomp["listenerPath"]))
+
+
+def seccomp_state(
+    seccomp: Mapping[str, Any] | None, pid: int, state: Mapping[str, Any]
+) -> bytes | None:
+    if not seccomp or not seccomp.get("listenerPath"):
+        return None
+    from kettle.runtime import seccomp as sec
+
+    return sec.container_process_state(
+        pid=pid,
+        state=state,
+        metadata=str(seccomp.get("listenerMetadata") or ""),
+        oci_version=str(state.get("ociVersion", "1.0.2")),
+    )
 
 
 def write_oom_score_adj(process: Mapping[str, Any]) -> None:
