@@ -350,6 +350,8 @@ def _container_main(
         if "cgroup" in plan.new:
             sc.unshare(sc.CLONE_NEWCGROUP)
         os.setsid()
+        # Relative bind-mount sources are relative to the bundle (runtime spec).
+        os.chdir(st.bundle)
         userns = plan.has("user")
         rootfs_mod.prepare(config, rootfs, userns=userns, rootless=st.rootless)
         if process.get("terminal"):
@@ -365,8 +367,13 @@ def _container_main(
             sc.setdomainname(config["domainname"])
         # The seccomp agent's socket is a host path: connect while the host is still visible.
         agent = init.connect_seccomp_listener(linux.get("seccomp"))
-        rootfs_mod.finalize(config, rootfs, no_pivot=opts.no_pivot)
-        spec.write_sysctls(linux.get("sysctl") or {})
+        # sysctls go in after pivot_root but before /proc/sys is made read-only.
+        rootfs_mod.finalize(
+            config,
+            rootfs,
+            no_pivot=opts.no_pivot,
+            after_pivot=lambda: spec.write_sysctls(linux.get("sysctl") or {}),
+        )
         pers = linux.get("personality")
         if pers:
             sc.personality(0x0008 if pers.get("domain") == "LINUX32" else 0)

@@ -34,6 +34,7 @@ _NR: Final[dict[str, dict[str, int]]] = {
         "capget": 125,
         "capset": 126,
         "keyctl": 250,
+        "mount_setattr": 442,
     },
     "aarch64": {
         "pivot_root": 41,
@@ -47,6 +48,7 @@ _NR: Final[dict[str, dict[str, int]]] = {
         "capget": 90,
         "capset": 91,
         "keyctl": 219,
+        "mount_setattr": 442,
     },
 }
 
@@ -166,6 +168,29 @@ def umount2(target: str, flags: int = 0) -> None:
 def pivot_root(new_root: str, put_old: str) -> None:
     if int(_syscall(ctypes.c_long(nr("pivot_root")), _b(new_root), _b(put_old))) != 0:
         raise _fail("pivot_root", new_root)
+
+
+AT_EMPTY_PATH: Final = 0x1000
+AT_RECURSIVE: Final = 0x8000
+
+
+def mount_setattr(
+    dirfd: int, path: str, flags: int, attr_set: int, attr_clr: int, propagation: int = 0
+) -> None:
+    """mount_setattr(2) (Linux 5.12): recursive mount attributes such as rro and rnosuid."""
+    attr = struct.pack("QQQQ", attr_set, attr_clr, propagation, 0)
+    ret = int(
+        _syscall(
+            ctypes.c_long(nr("mount_setattr")),
+            ctypes.c_int(dirfd),
+            _b(path),
+            ctypes.c_uint(flags),
+            ctypes.c_char_p(attr),
+            ctypes.c_size_t(len(attr)),
+        )
+    )
+    if ret == -1:
+        raise _fail("mount_setattr", path or f"fd {dirfd}")
 
 
 # --- openat2 ---------------------------------------------------------------------------------
