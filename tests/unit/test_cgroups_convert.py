@@ -79,11 +79,17 @@ def test_memory_max() -> None:
     assert convert.memory_max(1 << 20) == "1048576"
 
 
-@pytest.mark.parametrize("bad", ["2M", "2mb", "", "MB", 2])
+@pytest.mark.parametrize(
+    "bad", ["2M", "2mb", "", "MB", 2, "2 MB", "-2MB", "2MBB", "2MB\n", "\u00b2MB", "2.5MB"]
+)
 def test_hugepage_size_validation(bad: object) -> None:
     with pytest.raises(InvalidArgument, match="pageSize"):
         convert.hugepage_size(bad, "hugepageLimits[0].pageSize")
-    assert convert.hugepage_size("2MB", "x") == "2MB"
+
+
+@pytest.mark.parametrize("good", ["64KB", "2MB", "1GB", "16GB", "1TB", "1PB"])
+def test_hugepage_size_accepts_digits_and_a_unit(good: str) -> None:
+    assert convert.hugepage_size(good, "x") == good
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,9 @@ comparing every decision with the Python meaning (devices.allowed) over many rul
 
 from __future__ import annotations
 
+import copy
 import itertools
+import pickle
 import random
 import struct
 
@@ -67,6 +69,29 @@ def test_container_rules_append_linux_devices_then_runc_defaults() -> None:
     denied = dv.container_rules([{"allow": False, "type": "c", "major": 1, "minor": 3}])
     assert dv.allowed(denied, "c", 1, 3, "rw")
     assert not dv.allowed(dv.container_rules(None, defaults=False), "c", 1, 3, "r")
+
+
+def test_rule_is_a_frozen_value_that_ignores_its_origin() -> None:
+    a = R(True, "c", 1, 3, "rw", origin="linux.devices[0]")
+    b = R(True, "c", 1, 3, "rw", origin="default device rule /dev/null")
+    assert a == b and hash(a) == hash(b) and len({a, b}) == 1
+    assert a != R(True, "c", 1, 3, "r") and a != R(False, "c", 1, 3, "rw")
+    assert a != ("c", 1, 3)
+    with pytest.raises(AttributeError):
+        a.major = 5
+    with pytest.raises(AttributeError):
+        del a.access
+    for again in (copy.copy(a), copy.deepcopy(a), pickle.loads(pickle.dumps(a))):
+        assert again == a and again.origin == a.origin
+    assert repr(R(False)) == (
+        "Rule(allow=False, type='a', major=-1, minor=-1, access='rwm', origin='')"
+    )
+
+
+def test_v1_state_equality() -> None:
+    assert dv.V1State(False, {("c", 1, 3): "r"}) == dv.V1State(False, {("c", 1, 3): "r"})
+    assert dv.V1State(True) != dv.V1State(True, exact=False)
+    assert dv.V1State(False).exceptions is not dv.V1State(False).exceptions
 
 
 # --- meaning ---------------------------------------------------------------------------------

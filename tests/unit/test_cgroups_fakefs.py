@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from kettle.cgroups import common, fsutil, stats
 from kettle.cgroups import devices as devrules
-from kettle.cgroups import fsutil
-from kettle.cgroups.host import Host, detect_mode, own_cgroups, v1_mounts
-from kettle.errors import SyscallError
+from kettle.cgroups.host import Host, V1Mount, detect_mode, own_cgroups, v1_mounts
+from kettle.errors import FailedPrecondition, SyscallError
 
 V2_FILES: dict[str, dict[str, str]] = {
     "": {
@@ -390,3 +390,64 @@ def test_mountinfo_escapes_are_decoded(tmp_path: Path, monkeypatch: pytest.Monke
     mounts = v1_mounts(Host(root="/sys/fs/cgroup", mountinfo=str(tmp_path / "mi")))
     assert mounts["cpu"].mountpoint == "/sys/fs/cgroup/my cpu"
     assert mounts["cpu"] is mounts["cpuacct"]
+
+
+def test_mounts_and_host_compare_by_value() -> None:
+    m = V1Mount("/sys/fs/cgroup/cpu,cpuacct", "/", ("cpu", "cpuacct"))
+    assert m == V1Mount("/sys/fs/cgroup/cpu,cpuacct", "/", ("cpu", "cpuacct"))
+    assert m != V1Mount("/sys/fs/cgroup/cpu,cpuacct", "/x", ("cpu", "cpuacct"))
+    assert len({m, V1Mount(m.mountpoint, m.root, m.controllers)}) == 1
+    assert "cpu,cpuacct" in repr(m)
+    assert Host() == Host(root="/sys/fs/cgroup")
+    assert Host().mountinfo == "/proc/self/mountinfo"
+    assert Host(root="/x") != Host()
+
+
+# --- shared steps on a plain directory tree --------------------------------------------------
+
+
+def test_make_path_creates_missing_parents_first(tmp_path: Path) -> None:
+    top = str(tmp_path)
+    assert common.make_path(top, f"{top}/a/b/c") == [f"{top}/a", f"{top}/a/b", f"{top}/a/b/c"]
+    assert common.make_path(top, f"{top}/a/b/c") == []  # all there: nothing is ours
+    assert common.make_path(top, f"{top}/a/d") == [f"{top}/a/d"]
+    assert common.make_path(top, top) == []
+    with pytest.raises(FailedPrecondition, match="outside its hierarchy"):
+        common.make_path(top, "/elsewhere/x")
+
+
+def test_make_path_names_the_directory_a_file_blocks(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "f").write_text("")
+    with pytest.raises(SyscallError) as e:
+        common.make_path(str(tmp_path), f"{tmp_path}/a/f/b/c")
+    assert e.value.errno == errno.ENOTDIR and e.value.path == f"{tmp_path}/a/f/b"
+
+
+def test_make_path_needs_its_top(tmp_path: Path) -> None:
+    with pytest.raises(SyscallError) as e:
+        common.make_path(f"{tmp_path}/gone", f"{tmp_path}/gone/a/b")
+    assert e.value.errno == errno.ENOENT and e.value.path == f"{tmp_path}/gone/a"
+
+
+def test_remove_tree_removes_nested_cgroups(tmp_path: Path) -> None:
+    (tmp_path / "ctr/x/y").mkdir(parents=True)
+    (tmp_path / "ctr/z").mkdir()
+    common.remove_tree(str(tmp_path / "ctr"))
+    assert not (tmp_path / "ctr").exists()
+    common.remove_tree(str(tmp_path / "ctr"))  # gone already: fine
+
+
+def test_hugepage_sizes_come_from_file_names(tmp_path: Path) -> None:
+    for name in (
+        "hugetlb.2MB.max",
+        "hugetlb.1GB.rsvd.max",
+        "hugetlb.64KB.current",
+        "hugetlb.2MB",  # no file of a size ends there
+        "hugetlb.2mb.max",
+        "hugetlb.xMB.max",
+        "memory.max",
+    ):
+        (tmp_path / name).write_text("")
+    assert stats._hugepage_sizes(str(tmp_path)) == ["1GB", "2MB", "64KB"]
+    assert stats._hugepage_sizes(str(tmp_path / "gone")) == []

@@ -9,14 +9,41 @@ without a usable cgroup, a manager that runs it in the caller's cgroup.  ``to_st
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Mapping
-from typing import Any, Protocol
 
-from kettle.cgroups.disabled import DisabledManager
-from kettle.cgroups.host import DEFAULT_ROOT, Host, Mode, detect_mode
-from kettle.cgroups.v1 import V1Manager
-from kettle.cgroups.v2 import V2Manager
+from kettle.cgroups.host import DEFAULT_ROOT, Host, detect_mode
 from kettle.errors import FailedPrecondition, InvalidArgument, Unimplemented
+
+# Every runtime invocation imports this package, and each needs only part of it: the manager
+# classes are imported for the detected mode only (see new_manager/from_state), and typing is
+# not imported at all.  Not typing.TYPE_CHECKING, which would import typing.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+
+    from kettle.cgroups.disabled import DisabledManager
+    from kettle.cgroups.host import Mode
+    from kettle.cgroups.manager import Manager
+    from kettle.cgroups.v1 import V1Manager
+    from kettle.cgroups.v2 import V2Manager
+else:
+    _LAZY = {
+        "DisabledManager": "kettle.cgroups.disabled",
+        "Manager": "kettle.cgroups.manager",
+        "Mode": "kettle.cgroups.host",
+        "V1Manager": "kettle.cgroups.v1",
+        "V2Manager": "kettle.cgroups.v2",
+    }
+
+    def __getattr__(name: str) -> object:
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        import sys
+
+        __import__(module)
+        return getattr(sys.modules[module], name)
+
 
 __all__ = [
     "DEFAULT_ROOT",
@@ -30,61 +57,6 @@ __all__ = [
     "from_state",
     "new_manager",
 ]
-
-
-class Manager(Protocol):
-    def create(self) -> None:
-        """mkdir every needed hierarchy directory (idempotent).
-
-        On v2 it also enables the offered controllers in the parents' cgroup.subtree_control.
-        A directory that already existed and holds processes is refused, as runc does.
-        """
-
-    def apply(self, pid: int) -> None:
-        """Move pid into the cgroup (every hierarchy)."""
-
-    def set(
-        self,
-        resources: Mapping[str, Any],
-        *,
-        linux_devices: Any = None,
-        default_devices: bool = True,
-    ) -> None:
-        """Apply OCI linux.resources (the whole object, as in config.json); also for ``update``.
-
-        The device filter is rebuilt each time from resources.devices, then allow rules for
-        linux_devices (OCI linux.devices, the nodes the runtime creates), then runc's default
-        allowed devices unless default_devices is False.
-        """
-
-    def freeze(self) -> None:
-        """Freeze, returning once the kernel reports the cgroup FROZEN."""
-
-    def thaw(self) -> None: ...
-
-    def is_frozen(self) -> bool: ...
-
-    def pids(self) -> list[int]:
-        """Every pid in the cgroup and the cgroups below it."""
-
-    def kill_all(self, sig: int) -> None:
-        """Signal every process: cgroup.kill for SIGKILL where present, else freeze/signal/thaw."""
-
-    def stats(self) -> dict[str, Any]:
-        """The "data" object of ``runc events --stats``."""
-
-    def oom_kill_count(self) -> int: ...
-
-    def destroy(self) -> None:
-        """rmdir what create() made (retrying briefly on EBUSY); nothing else is touched."""
-
-    def exists(self) -> bool: ...
-
-    def to_state(self) -> dict[str, Any]:
-        """JSON-able; from_state() turns it back into a manager."""
-
-    def path(self, controller: str = "") -> str | None:
-        """The container's cgroup directory for controller (v1), or the one directory (v2)."""
 
 
 def new_manager(
@@ -126,10 +98,16 @@ def new_manager(
             while not fsutil.isdir(anchor) and anchor != h.root:
                 anchor = posixpath.dirname(anchor)
             if not fsutil.writable(anchor):
+                from kettle.cgroups.disabled import DisabledManager
+
                 return DisabledManager(f"rootless and {anchor} is not writable (no delegation)")
+        from kettle.cgroups.v2 import V2Manager
+
         return V2Manager(root=h.root, path=leaf, rootless=rootless)
 
     if rootless:
+        from kettle.cgroups.disabled import DisabledManager
+
         return DisabledManager("rootless on a cgroup v1 host, which cannot delegate cgroups")
     mounts = hostmod.v1_mounts(h)
     cg_paths: dict[str, str] = {}
@@ -148,6 +126,8 @@ def new_manager(
         unified = posixpath.join(unified_top, base.lstrip("/"), inner.lstrip("/"))
     if not cg_paths and unified is None:
         raise FailedPrecondition(f"no cgroup hierarchy is mounted under {h.root}")
+    from kettle.cgroups.v1 import V1Manager
+
     return V1Manager(
         mode=mode,
         root=h.root,
@@ -166,6 +146,8 @@ def from_state(state: Mapping[str, Any], root: str = DEFAULT_ROOT) -> Manager:
     created = [str(p) for p in state.get("created") or []]
     rootless = bool(state.get("rootless"))
     if mode == "v2":
+        from kettle.cgroups.v2 import V2Manager
+
         enable = state.get("enable")
         return V2Manager(
             root=base,
@@ -175,6 +157,8 @@ def from_state(state: Mapping[str, Any], root: str = DEFAULT_ROOT) -> Manager:
             enable=None if enable is None else [str(c) for c in enable],
         )
     if mode in ("v1", "hybrid"):
+        from kettle.cgroups.v1 import V1Manager
+
         return V1Manager(
             mode="hybrid" if mode == "hybrid" else "v1",
             root=base,
@@ -186,5 +170,7 @@ def from_state(state: Mapping[str, Any], root: str = DEFAULT_ROOT) -> Manager:
             rootless=rootless,
         )
     if mode == "none":
+        from kettle.cgroups.disabled import DisabledManager
+
         return DisabledManager(str(state.get("reason") or "no cgroup"))
     raise InvalidArgument(f"cgroup state: unknown mode {mode!r}")

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Sequence
 
 from kettle.cgroups.devicefilter import compile_rules
-from kettle.cgroups.devices import Rule
 from kettle.errors import SyscallError
 from kettle.syscalls import bpf
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: see kettle.cgroups.host
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from kettle.cgroups.devices import Rule
 
 
 def install(cgroup_dir: str, rules: Sequence[Rule]) -> None:

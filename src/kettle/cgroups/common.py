@@ -6,13 +6,16 @@ import errno
 import os
 import posixpath
 import time
-from collections.abc import Callable, Sequence
 
 from kettle.cgroups import fsutil
 from kettle.errors import FailedPrecondition, SyscallError
 
-Check = Callable[[], bool]
-Wake = Callable[[float], None]
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: see kettle.cgroups.host
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    Check = Callable[[], bool]
+    Wake = Callable[[float], None]
 
 
 def make_path(top: str, leaf: str) -> list[str]:
@@ -20,13 +23,29 @@ def make_path(top: str, leaf: str) -> list[str]:
     rel = posixpath.relpath(leaf, top)
     if rel.startswith(".."):
         raise FailedPrecondition(f"cgroup {leaf} is outside its hierarchy {top}")
-    created = []
+    if rel == ".":
+        return []
+    dirs = []
     cur = top
-    if rel != ".":
-        for part in rel.split("/"):
-            cur = posixpath.join(cur, part)
-            if fsutil.mkdir(cur):
-                created.append(cur)
+    for part in rel.split("/"):
+        cur = posixpath.join(cur, part)
+        dirs.append(cur)
+    # The parents nearly always exist: mkdir from the leaf upwards until one succeeds or
+    # exists, which is one mkdir in the common case instead of one per path component.
+    # ENOTDIR walks up too, so that a file in the way is reported where it blocks.
+    i = len(dirs) - 1
+    while True:
+        try:
+            made = fsutil.mkdir(dirs[i])
+            break
+        except SyscallError as e:
+            if e.errno not in (errno.ENOENT, errno.ENOTDIR) or i == 0:
+                raise
+            i -= 1
+    created = [dirs[i]] if made else []
+    for d in dirs[i + 1 :]:
+        if fsutil.mkdir(d):
+            created.append(d)
     return created
 
 
@@ -56,6 +75,15 @@ _RMDIR_DELAYS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32)
 
 def remove_tree(path: str) -> None:
     """rmdir path and every cgroup below it, deepest first; gone already is fine."""
+    # A container seldom makes cgroups of its own: try rmdir before listing the children.
+    try:
+        fsutil.rmdir(path)
+        return
+    except SyscallError as e:
+        if e.errno == errno.ENOENT:
+            return
+        if e.errno not in (errno.EBUSY, errno.ENOTEMPTY):
+            raise
     for sub in fsutil.subdirs(path):
         remove_tree(sub)
     for delay in (*_RMDIR_DELAYS, None):

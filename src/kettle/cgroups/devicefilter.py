@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import struct
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
 
-from kettle.cgroups.devices import Rule
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: see kettle.cgroups.host
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from kettle.cgroups.devices import Rule
 
 DEV_BLOCK = 1
 DEV_CHAR = 2
@@ -40,15 +42,32 @@ EXIT = 0x95  # BPF_JMP | BPF_EXIT
 R0, R1, R2, R3, R4, R5 = range(6)
 
 
-@dataclass
 class Insn:
-    code: int
-    dst: int = 0
-    src: int = 0
-    off: int = 0
-    imm: int = 0
-    #: a label to jump to, resolved into off by assemble()
-    target: str | None = None
+    # A plain class, not a dataclass: importing dataclasses costs about 10 ms per update.
+    __slots__ = ("code", "dst", "imm", "off", "src", "target")
+
+    def __init__(
+        self,
+        code: int,
+        dst: int = 0,
+        src: int = 0,
+        off: int = 0,
+        imm: int = 0,
+        target: str | None = None,
+    ) -> None:
+        self.code = code
+        self.dst = dst
+        self.src = src
+        self.off = off
+        self.imm = imm
+        #: a label to jump to, resolved into off by assemble()
+        self.target = target
+
+    def __repr__(self) -> str:
+        return (
+            f"Insn(code={self.code:#04x}, dst={self.dst}, src={self.src}, off={self.off}, "
+            f"imm={self.imm}, target={self.target!r})"
+        )
 
     def encode(self) -> bytes:
         # struct bpf_insn's register nibbles follow the byte order of the bitfields.

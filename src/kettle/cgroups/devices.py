@@ -13,24 +13,78 @@ on c *:* does not let v1 open /dev/null read-write; the BPF filter does).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping
 
 from kettle.errors import InvalidArgument
 
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: see kettle.cgroups.host
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+    from typing import Any
+
 ACCESS_ORDER = "rwm"
 
+# Rule and V1State are plain classes, not dataclasses: importing dataclasses costs about 10 ms
+# on every create and update.
 
-@dataclass(frozen=True)
+
 class Rule:
+    """One device rule; immutable and hashable, equal when all but origin are equal."""
+
+    __slots__ = ("access", "allow", "major", "minor", "origin", "type")
+
     allow: bool
-    type: str = "a"  # "a" (all), "b" (block) or "c" (char)
-    major: int = -1  # -1 matches any
-    minor: int = -1
-    access: str = "rwm"  # a non-empty subset of "rwm", in that order
+    type: str  # "a" (all), "b" (block) or "c" (char)
+    major: int  # -1 matches any
+    minor: int
+    access: str  # a non-empty subset of "rwm", in that order
     #: where the rule came from, for error messages
-    origin: str = field(default="", compare=False)
+    origin: str
+
+    def __init__(
+        self,
+        allow: bool,
+        type: str = "a",
+        major: int = -1,
+        minor: int = -1,
+        access: str = "rwm",
+        origin: str = "",
+    ) -> None:
+        # Shared rules (DEFAULT_ALLOWED) must not change under their users: frozen.
+        setattr_ = object.__setattr__
+        setattr_(self, "allow", allow)
+        setattr_(self, "type", type)
+        setattr_(self, "major", major)
+        setattr_(self, "minor", minor)
+        setattr_(self, "access", access)
+        setattr_(self, "origin", origin)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r} of a frozen Rule")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r} of a frozen Rule")
+
+    def _key(self) -> tuple[bool, str, int, int, str]:
+        return (self.allow, self.type, self.major, self.minor, self.access)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Rule):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        # copy and pickle would otherwise restore the slots through the refused __setattr__.
+        return (Rule, (*self._key(), self.origin))
+
+    def __repr__(self) -> str:
+        return (
+            f"Rule(allow={self.allow!r}, type={self.type!r}, major={self.major!r}, "
+            f"minor={self.minor!r}, access={self.access!r}, origin={self.origin!r})"
+        )
 
     def matches(self, dev_type: str, major: int, minor: int) -> bool:
         return (
@@ -182,14 +236,33 @@ def allowed(rules: Sequence[Rule], dev_type: str, major: int, minor: int, access
 Key = tuple[str, int, int]
 
 
-@dataclass
 class V1State:
     """A v1 device cgroup: its default and its exceptions (type b/c, major, minor) -> access."""
 
-    default_allow: bool
-    exceptions: dict[Key, str] = field(default_factory=dict)
-    #: False when read from a devices.list that cannot show the exceptions (allow-all mode)
-    exact: bool = True
+    __slots__ = ("default_allow", "exact", "exceptions")
+
+    def __init__(
+        self, default_allow: bool, exceptions: dict[Key, str] | None = None, exact: bool = True
+    ) -> None:
+        self.default_allow = default_allow
+        self.exceptions: dict[Key, str] = {} if exceptions is None else exceptions
+        #: False when read from a devices.list that cannot show the exceptions (allow-all mode)
+        self.exact = exact
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, V1State):
+            return NotImplemented
+        return (self.default_allow, self.exceptions, self.exact) == (
+            other.default_allow,
+            other.exceptions,
+            other.exact,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"V1State(default_allow={self.default_allow!r}, exceptions={self.exceptions!r}, "
+            f"exact={self.exact!r})"
+        )
 
     def allows(self, dev_type: str, major: int, minor: int, op: str) -> bool:
         hit = any(

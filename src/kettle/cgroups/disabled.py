@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Literal
-
 from kettle.errors import FailedPrecondition, NotFound, PermissionDenied
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: see kettle.cgroups.host
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any, Literal
 
 
 class DisabledManager:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import os
 import posixpath
-import select
 import time
 
 from kettle.cgroups import common, fsutil
@@ -78,6 +77,8 @@ def _wait_events(cg: str, want: int, timeout: float) -> bool:
     kernfs wakes POLLPRI pollers when cgroup.events changes; re-reading through the same fd
     re-arms it.  On a plain file (unit tests) poll just times out each step.
     """
+    import select  # only a v2 freeze waits: is_frozen() and thaw() do not load it
+
     path = posixpath.join(cg, "cgroup.events")
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)

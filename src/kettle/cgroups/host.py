@@ -8,11 +8,26 @@ from __future__ import annotations
 
 import os
 import posixpath
-from typing import Literal, NamedTuple
 
 from kettle.cgroups import fsutil
 
-Mode = Literal["v1", "hybrid", "v2"]
+# Not typing.TYPE_CHECKING: importing typing (and the re, enum and collections it pulls in)
+# would cost several milliseconds on every runtime invocation.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Literal
+
+    Mode = Literal["v1", "hybrid", "v2"]
+else:
+
+    def __getattr__(name: str) -> object:
+        # Mode stays importable at run time without paying for typing on every import.
+        if name == "Mode":
+            from typing import Literal
+
+            return Literal["v1", "hybrid", "v2"]
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 DEFAULT_ROOT = "/sys/fs/cgroup"
 
@@ -36,18 +51,68 @@ V1_CONTROLLERS = (
 )
 
 
-class Host(NamedTuple):
-    root: str = DEFAULT_ROOT
-    mountinfo: str = "/proc/self/mountinfo"
-    self_cgroup: str = "/proc/self/cgroup"
-    systemd_dir: str = "/run/systemd/system"
+# Host and V1Mount are plain classes, not NamedTuples: creating a NamedTuple class costs about
+# a millisecond at import, and every runtime invocation imports this module.
 
 
-class V1Mount(NamedTuple):
-    mountpoint: str
-    #: the cgroup that the mount shows at its mountpoint ("/" unless inside a cgroup namespace)
-    root: str
-    controllers: tuple[str, ...]
+class Host:
+    """Where the cgroup root, mountinfo, /proc/self/cgroup and systemd's marker live."""
+
+    __slots__ = ("mountinfo", "root", "self_cgroup", "systemd_dir")
+
+    def __init__(
+        self,
+        root: str = DEFAULT_ROOT,
+        mountinfo: str = "/proc/self/mountinfo",
+        self_cgroup: str = "/proc/self/cgroup",
+        systemd_dir: str = "/run/systemd/system",
+    ) -> None:
+        self.root = root
+        self.mountinfo = mountinfo
+        self.self_cgroup = self_cgroup
+        self.systemd_dir = systemd_dir
+
+    def _key(self) -> tuple[str, str, str, str]:
+        return (self.root, self.mountinfo, self.self_cgroup, self.systemd_dir)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Host) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"Host(root={self.root!r}, mountinfo={self.mountinfo!r}, "
+            f"self_cgroup={self.self_cgroup!r}, systemd_dir={self.systemd_dir!r})"
+        )
+
+
+class V1Mount:
+    """One v1 hierarchy mount; co-mounted controllers share one instance."""
+
+    __slots__ = ("controllers", "mountpoint", "root")
+
+    def __init__(self, mountpoint: str, root: str, controllers: tuple[str, ...]) -> None:
+        self.mountpoint = mountpoint
+        #: the cgroup that the mount shows at its mountpoint ("/" unless in a cgroup namespace)
+        self.root = root
+        self.controllers = controllers
+
+    def _key(self) -> tuple[str, str, tuple[str, ...]]:
+        return (self.mountpoint, self.root, self.controllers)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, V1Mount) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"V1Mount(mountpoint={self.mountpoint!r}, root={self.root!r}, "
+            f"controllers={self.controllers!r})"
+        )
 
 
 def detect_mode(root: str = DEFAULT_ROOT) -> Mode:

@@ -7,104 +7,169 @@ part of a spec is silently dropped.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
-from typing import Any
 
 from kettle.cgroups import convert, devices
 from kettle.errors import InvalidArgument
 
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: see kettle.cgroups.host
+if TYPE_CHECKING:
+    from typing import Any
+
 F = "linux.resources"
 
 
-# Field names are the OCI ones (camelCase), so that messages and fields() name them exactly.
+# Plain classes rather than dataclasses: importing dataclasses (inspect, ast, re) and building
+# the classes cost about 15 ms on every create and update.  Field names are the OCI ones
+# (camelCase), so that messages and FIELDS name them exactly.
 
 
-@dataclass
 class Memory:
-    limit: int | None = None
-    reservation: int | None = None
-    swap: int | None = None
-    kernel: int | None = None
-    kernelTCP: int | None = None
-    swappiness: int | None = None
-    disableOOMKiller: bool | None = None
-    useHierarchy: bool | None = None
-    checkBeforeUpdate: bool | None = None
+    FIELDS = (
+        "limit",
+        "reservation",
+        "swap",
+        "kernel",
+        "kernelTCP",
+        "swappiness",
+        "disableOOMKiller",
+        "useHierarchy",
+        "checkBeforeUpdate",
+    )
+    __slots__ = FIELDS
+
+    def __init__(self) -> None:
+        self.limit: int | None = None
+        self.reservation: int | None = None
+        self.swap: int | None = None
+        self.kernel: int | None = None
+        self.kernelTCP: int | None = None
+        self.swappiness: int | None = None
+        self.disableOOMKiller: bool | None = None
+        self.useHierarchy: bool | None = None
+        self.checkBeforeUpdate: bool | None = None
 
 
-@dataclass
 class Cpu:
-    shares: int | None = None
-    quota: int | None = None
-    burst: int | None = None
-    period: int | None = None
-    realtimeRuntime: int | None = None
-    realtimePeriod: int | None = None
-    cpus: str | None = None
-    mems: str | None = None
-    idle: int | None = None
+    FIELDS = (
+        "shares",
+        "quota",
+        "burst",
+        "period",
+        "realtimeRuntime",
+        "realtimePeriod",
+        "cpus",
+        "mems",
+        "idle",
+    )
+    __slots__ = FIELDS
+
+    def __init__(self) -> None:
+        self.shares: int | None = None
+        self.quota: int | None = None
+        self.burst: int | None = None
+        self.period: int | None = None
+        self.realtimeRuntime: int | None = None
+        self.realtimePeriod: int | None = None
+        self.cpus: str | None = None
+        self.mems: str | None = None
+        self.idle: int | None = None
 
 
-@dataclass
 class WeightDevice:
-    major: int
-    minor: int
-    weight: int | None
-    leaf_weight: int | None
-    where: str
+    __slots__ = ("leaf_weight", "major", "minor", "weight", "where")
+
+    def __init__(
+        self, major: int, minor: int, weight: int | None, leaf_weight: int | None, where: str
+    ) -> None:
+        self.major = major
+        self.minor = minor
+        self.weight = weight
+        self.leaf_weight = leaf_weight
+        self.where = where
 
 
-@dataclass
 class ThrottleDevice:
-    major: int
-    minor: int
-    rate: int
-    where: str
+    __slots__ = ("major", "minor", "rate", "where")
+
+    def __init__(self, major: int, minor: int, rate: int, where: str) -> None:
+        self.major = major
+        self.minor = minor
+        self.rate = rate
+        self.where = where
 
 
-@dataclass
 class BlockIO:
-    weight: int | None = None
-    leafWeight: int | None = None
-    weightDevice: list[WeightDevice] = field(default_factory=list)
-    throttleReadBpsDevice: list[ThrottleDevice] = field(default_factory=list)
-    throttleWriteBpsDevice: list[ThrottleDevice] = field(default_factory=list)
-    throttleReadIOPSDevice: list[ThrottleDevice] = field(default_factory=list)
-    throttleWriteIOPSDevice: list[ThrottleDevice] = field(default_factory=list)
+    FIELDS = (
+        "weight",
+        "leafWeight",
+        "weightDevice",
+        "throttleReadBpsDevice",
+        "throttleWriteBpsDevice",
+        "throttleReadIOPSDevice",
+        "throttleWriteIOPSDevice",
+    )
+    __slots__ = FIELDS
+
+    def __init__(self) -> None:
+        self.weight: int | None = None
+        self.leafWeight: int | None = None
+        self.weightDevice: list[WeightDevice] = []
+        self.throttleReadBpsDevice: list[ThrottleDevice] = []
+        self.throttleWriteBpsDevice: list[ThrottleDevice] = []
+        self.throttleReadIOPSDevice: list[ThrottleDevice] = []
+        self.throttleWriteIOPSDevice: list[ThrottleDevice] = []
 
 
-@dataclass
 class Hugepage:
-    page_size: str
-    limit: int
-    where: str
+    __slots__ = ("limit", "page_size", "where")
+
+    def __init__(self, page_size: str, limit: int, where: str) -> None:
+        self.page_size = page_size
+        self.limit = limit
+        self.where = where
 
 
-@dataclass
 class Network:
-    class_id: int | None = None
-    priorities: list[tuple[str, int]] = field(default_factory=list)
+    __slots__ = ("class_id", "priorities")
+
+    def __init__(self, class_id: int | None = None) -> None:
+        self.class_id = class_id
+        self.priorities: list[tuple[str, int]] = []
 
 
-@dataclass
 class Rdma:
-    device: str
-    hca_handles: int | None
-    hca_objects: int | None
+    __slots__ = ("device", "hca_handles", "hca_objects")
+
+    def __init__(self, device: str, hca_handles: int | None, hca_objects: int | None) -> None:
+        self.device = device
+        self.hca_handles = hca_handles
+        self.hca_objects = hca_objects
 
 
-@dataclass
 class Resources:
-    memory: Memory | None = None
-    cpu: Cpu | None = None
-    pids_limit: int | None = None
-    block_io: BlockIO | None = None
-    hugepages: list[Hugepage] = field(default_factory=list)
-    network: Network | None = None
-    rdma: list[Rdma] = field(default_factory=list)
-    unified: dict[str, str] = field(default_factory=dict)
-    #: the container's full device rule list (spec, linux.devices, runc's defaults)
-    devices: list[devices.Rule] = field(default_factory=list)
+    __slots__ = (
+        "block_io",
+        "cpu",
+        "devices",
+        "hugepages",
+        "memory",
+        "network",
+        "pids_limit",
+        "rdma",
+        "unified",
+    )
+
+    def __init__(self) -> None:
+        self.memory: Memory | None = None
+        self.cpu: Cpu | None = None
+        self.pids_limit: int | None = None
+        self.block_io: BlockIO | None = None
+        self.hugepages: list[Hugepage] = []
+        self.network: Network | None = None
+        self.rdma: list[Rdma] = []
+        self.unified: dict[str, str] = {}
+        #: the container's full device rule list (spec, linux.devices, runc's defaults)
+        self.devices: list[devices.Rule] = []
 
 
 def _obj(value: Any, where: str) -> Mapping[str, Any]:
@@ -158,7 +223,7 @@ def _known(obj: Mapping[str, Any], allowed: set[str], where: str) -> None:
 
 def _memory(obj: Mapping[str, Any]) -> Memory:
     w = f"{F}.memory"
-    _known(obj, {f.name for f in fields(Memory)}, w)
+    _known(obj, set(Memory.FIELDS), w)
     m = Memory()
     for name in ("limit", "reservation", "swap", "kernel", "kernelTCP"):
         setattr(m, name, _int(obj.get(name), f"{w}.{name}", -1))
@@ -172,7 +237,7 @@ def _memory(obj: Mapping[str, Any]) -> Memory:
 
 def _cpu(obj: Mapping[str, Any]) -> Cpu:
     w = f"{F}.cpu"
-    _known(obj, {f.name for f in fields(Cpu)}, w)
+    _known(obj, set(Cpu.FIELDS), w)
     c = Cpu()
     c.shares = _int(obj.get("shares"), f"{w}.shares", 0)
     c.quota = _int(obj.get("quota"), f"{w}.quota", -1)
@@ -205,7 +270,7 @@ def _throttle(items: Any, where: str) -> list[ThrottleDevice]:
 
 def _block_io(obj: Mapping[str, Any]) -> BlockIO:
     w = f"{F}.blockIO"
-    _known(obj, {f.name for f in fields(BlockIO)}, w)
+    _known(obj, set(BlockIO.FIELDS), w)
     b = BlockIO()
     b.weight = _int(obj.get("weight"), f"{w}.weight", 0)
     b.leafWeight = _int(obj.get("leafWeight"), f"{w}.leafWeight", 0)
@@ -321,13 +386,18 @@ def parse(
 def requested(res: Resources) -> list[str]:
     """The limits res asks for (device rules aside), as OCI field names."""
     out: list[str] = []
-    for sect, name in ((res.memory, "memory"), (res.cpu, "cpu"), (res.block_io, "blockIO")):
+    sections: tuple[tuple[Memory | Cpu | BlockIO | None, str], ...] = (
+        (res.memory, "memory"),
+        (res.cpu, "cpu"),
+        (res.block_io, "blockIO"),
+    )
+    for sect, name in sections:
         if sect is None:
             continue
-        for f in fields(sect):
-            v = getattr(sect, f.name)
+        for field in sect.FIELDS:
+            v = getattr(sect, field)
             if v not in (None, []):
-                out.append(f"{F}.{name}.{f.name}")
+                out.append(f"{F}.{name}.{field}")
     if res.pids_limit is not None:
         out.append(f"{F}.pids.limit")
     out += [h.where for h in res.hugepages]

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import errno
 import posixpath
-from typing import TYPE_CHECKING
 
-from kettle.cgroups import common, fsutil, setv2
+from kettle.cgroups import common, fsutil
 from kettle.cgroups import devices as devrules
-from kettle.cgroups.resources import BlockIO, Cpu, F, Memory, Resources
+from kettle.cgroups.resources import F
 from kettle.errors import FailedPrecondition, InvalidArgument, SyscallError
 
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: see kettle.cgroups.host
 if TYPE_CHECKING:
+    from kettle.cgroups.resources import BlockIO, Cpu, Memory, Resources
     from kettle.cgroups.v1 import V1Manager
 
 
@@ -113,12 +114,15 @@ def apply(mgr: V1Manager, res: Resources) -> None:
                 f"{name} {prio}",
                 f"{F}.network.priorities[{i}]",
             )
-    for r in res.rdma:
-        line = setv2.rdma_line(r)
-        if line:
-            _w(mgr, "rdma", "rdma.max", line, f"{F}.rdma[{r.device!r}]")
-    if res.unified and mgr.unified is not None:
-        setv2.write_unified(mgr.unified, res.unified)
+    if res.rdma or res.unified:
+        from kettle.cgroups import setv2
+
+        for r in res.rdma:
+            line = setv2.rdma_line(r)
+            if line:
+                _w(mgr, "rdma", "rdma.max", line, f"{F}.rdma[{r.device!r}]")
+        if res.unified and mgr.unified is not None:
+            setv2.write_unified(mgr.unified, res.unified)
 
 
 def _w(mgr: V1Manager, controller: str, name: str, value: str, what: str) -> None:
@@ -369,6 +373,8 @@ def _hugetlb(mgr: V1Manager, res: Resources) -> None:
                 f"hugepage size {h.page_size} is not supported",
             )
         return
+    from kettle.cgroups import setv2
+
     assert mgr.unified is not None and mgr.unified_top is not None
     common.enable_controllers(mgr.unified_top, mgr.unified, ["hugetlb"], strict=True)
     setv2.write_hugetlb(mgr.unified, res.hugepages)

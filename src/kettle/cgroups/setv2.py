@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
 from kettle.cgroups import common, convert, fsutil
-from kettle.cgroups.resources import BlockIO, Cpu, F, Hugepage, Memory, Rdma, Resources
+from kettle.cgroups.resources import F
 from kettle.errors import FailedPrecondition, InvalidArgument, NotFound
 
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: see kettle.cgroups.host
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from kettle.cgroups.resources import BlockIO, Cpu, Hugepage, Memory, Rdma, Resources
     from kettle.cgroups.v2 import V2Manager
 
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 import errno
 import os
 import posixpath
-import re
-from typing import Any
 
 from kettle.cgroups import fsutil
+from kettle.cgroups.convert import is_page_size
 from kettle.errors import SyscallError
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: see kettle.cgroups.host
+if TYPE_CHECKING:
+    from typing import Any
 
 _NS = 1_000_000_000
 
@@ -99,15 +102,19 @@ def _pids(current: int, limit: int) -> dict[str, Any]:
     return _drop_zero({"current": current, "limit": limit}, "current", "limit")
 
 
-_SIZE = re.compile(r"^hugetlb\.([0-9]+[KMGTP]B)\.")
-
-
 def _hugepage_sizes(d: str) -> list[str]:
+    """The sizes that hugetlb.<size>.* files in d name."""
     try:
         names = os.listdir(d)
     except OSError:
         return []
-    return sorted({m.group(1) for n in names if (m := _SIZE.match(n))})
+    sizes = set()
+    for n in names:
+        if n.startswith("hugetlb."):
+            size, dot, _ = n[len("hugetlb.") :].partition(".")
+            if dot and is_page_size(size):
+                sizes.add(size)
+    return sorted(sizes)
 
 
 def _blkio_entries(text: str | None) -> list[dict[str, Any]]:

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import errno
 import posixpath
-import signal
-from collections.abc import Mapping
-from typing import Any, Literal
 
-from kettle.cgroups import common, freezer, fsutil
+from kettle.cgroups import common, fsutil
 from kettle.errors import FailedPrecondition, SyscallError
+
+# Not typing.TYPE_CHECKING: see kettle.cgroups.host.  freezer, signal, resources, setv1 and
+# stats are imported by the methods that need them, so that e.g. `delete` does not load the
+# resource parser.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any, Literal
 
 # Which hierarchy answers "which pids are in the container" (any joined one would do).
 _PRIMARY = ("pids", "freezer", "memory", "devices", "cpu", "cpuacct", "name=systemd")
@@ -81,16 +86,18 @@ class V1Manager:
 
     def create(self) -> None:
         for top, d in self._leaves():
-            if fsutil.isdir(d) and d not in self.created:
+            made = common.make_path(top, d)
+            # Nothing made: d was there before (checked only then, which saves a stat a leaf).
+            if not made and d not in self.created and fsutil.isdir(d):
                 # runc refuses to put a new container into a cgroup with live processes.
                 busy = fsutil.read_pids(posixpath.join(d, "cgroup.procs"))
                 if busy:
                     raise FailedPrecondition(
                         f"container's cgroup is not empty: {len(busy)} process(es) found in {d}"
                     )
-            for made in common.make_path(top, d):
-                if made not in self.created:
-                    self.created.append(made)
+            for m in made:
+                if m not in self.created:
+                    self.created.append(m)
             if d == self.paths.get("cpuset"):
                 self._cpuset_inherit(top, d)
 
@@ -141,10 +148,14 @@ class V1Manager:
         return f
 
     def freeze(self) -> None:
+        from kettle.cgroups import freezer
+
         kind, d = self._need_freezer()
         (freezer.v1_freeze if kind == "v1" else freezer.v2_freeze)(d)
 
     def thaw(self) -> None:
+        from kettle.cgroups import freezer
+
         kind, d = self._need_freezer()
         (freezer.v1_thaw if kind == "v1" else freezer.v2_thaw)(d)
 
@@ -152,6 +163,8 @@ class V1Manager:
         f = self._freezer()
         if f is None:
             return False
+        from kettle.cgroups import freezer
+
         kind, d = f
         return (freezer.v1_is_frozen if kind == "v1" else freezer.v2_is_frozen)(d)
 
@@ -160,6 +173,8 @@ class V1Manager:
         return common.tree_pids(d) if d is not None else []
 
     def kill_all(self, sig: int) -> None:
+        import signal
+
         if (
             sig == signal.SIGKILL
             and self.unified is not None

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import errno
 import posixpath
-import signal
-from collections.abc import Mapping, Sequence
-from typing import Any, Literal
 
-from kettle.cgroups import common, freezer, fsutil
+from kettle.cgroups import common, fsutil
 from kettle.errors import FailedPrecondition, SyscallError
+
+# Not typing.TYPE_CHECKING: see kettle.cgroups.host.  freezer, signal, resources, setv2 and
+# stats are imported by the methods that need them.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Any, Literal
 
 
 class V2Manager:
@@ -40,15 +44,17 @@ class V2Manager:
 
     def create(self) -> None:
         d = self.dir
-        if fsutil.isdir(d) and d not in self.created:
+        made = common.make_path(self.root, d)
+        # Nothing made: d was there before (checked only then, which saves a stat).
+        if not made and d not in self.created and fsutil.isdir(d):
             busy = fsutil.read_pids(posixpath.join(d, "cgroup.procs"))
             if busy:
                 raise FailedPrecondition(
                     f"container's cgroup is not empty: {len(busy)} process(es) found in {d}"
                 )
-        for made in common.make_path(self.root, d):
-            if made not in self.created:
-                self.created.append(made)
+        for m in made:
+            if m not in self.created:
+                self.created.append(m)
         if self.enable is None or self.enable:
             common.enable_controllers(self.root, d, self.enable, strict=False)
 
@@ -69,12 +75,18 @@ class V2Manager:
         setv2.apply(self, res)
 
     def freeze(self) -> None:
+        from kettle.cgroups import freezer
+
         freezer.v2_freeze(self.dir)
 
     def thaw(self) -> None:
+        from kettle.cgroups import freezer
+
         freezer.v2_thaw(self.dir)
 
     def is_frozen(self) -> bool:
+        from kettle.cgroups import freezer
+
         try:
             return freezer.v2_is_frozen(self.dir)
         except SyscallError as e:
@@ -86,6 +98,8 @@ class V2Manager:
         return common.tree_pids(self.dir)
 
     def kill_all(self, sig: int) -> None:
+        import signal
+
         kill = posixpath.join(self.dir, "cgroup.kill")
         if sig == signal.SIGKILL and fsutil.exists(kill):
             fsutil.write(kill, "1")
