@@ -167,7 +167,9 @@ def create(ctx: Context, container_id: str, opts: CreateOptions) -> ContainerSta
         mgr.create()
         st.cgroup = mgr.to_state()
         store.save(st)
-        mgr.set(linux.get("resources") or {}, linux_devices=linux.get("devices") or [])
+        # As runc: linux.devices are created, but only resources.devices (and runc's default
+        # list) open the device cgroup to them.
+        mgr.set(linux.get("resources") or {})
         _spawn(ctx, st, opts, config, rootfs, plan, state_dir, mgr, cleanup)
     except BaseException:
         cleanup.run()
@@ -229,6 +231,7 @@ def _spawn(
             raise InvalidArgument(
                 f"--console-socket {opts.console_socket}: connect: {oserror_text(e)}"
             ) from None
+    init.preload(process, linux.get("seccomp"))
     opened = namespaces.open_joins(plan)
     hook_cfg = config.get("hooks") or {}
     need_runtime_hooks = bool(hook_cfg.get("prestart") or hook_cfg.get("createRuntime"))
@@ -360,7 +363,10 @@ def _container_main(
         if need_runtime_hooks:
             sync.send(chan, "hooks")
             sync.expect(chan, "hooks-done")
-        hooks.run(config.get("hooks"), "createContainer", st.oci_state(Status.CREATING))
+        # Hooks run in the container's namespaces get the pid as the container sees it.
+        inside = st.oci_state(Status.CREATING)
+        inside["pid"] = os.getpid()
+        hooks.run(config.get("hooks"), "createContainer", inside)
         if config.get("hostname"):
             sc.sethostname(config["hostname"])
         if config.get("domainname"):
@@ -393,7 +399,9 @@ def _container_main(
     try:
         conn, _ = listener.accept()
         listener.close()
-        hooks.run(config.get("hooks"), "startContainer", st.oci_state(Status.CREATED))
+        inside = st.oci_state(Status.CREATED)
+        inside["pid"] = os.getpid()
+        hooks.run(config.get("hooks"), "startContainer", inside)
         setgroups_ok = _setgroups_allowed()
         preserve = opts.preserve_fds + _listen_fds(process)
         path, args, env = init.finish_process(

@@ -73,6 +73,7 @@ def execute(ctx: Context, container_id: str, opts: ExecOptions) -> int:
             "cannot allocate tty if runc will detach without setting console socket"
         )
     mgr = _manager(st)
+    init.preload(process, (st.config.get("linux") or {}).get("seccomp"))
     opened = _container_namespaces(st)
     parent, child = sync.pair()
     console = opts.console_fd

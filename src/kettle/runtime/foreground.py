@@ -23,15 +23,40 @@ def become_subreaper() -> None:
     sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
 
 
-def forward_signals(target: Callable[[], int]) -> None:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        pid = target()
-        if pid > 0:
-            try:
-                os.kill(pid, signum)
-            except ProcessLookupError:
-                pass  # it exited between the signal and now: the wait loop will see it
+class Forwarder:
+    """Forwards every catchable signal to the container process.
 
+    Installed before the container exists, so that a signal sent while it is being created
+    is not lost (nor kills the runtime): it is queued and delivered once the pid is known.
+    """
+
+    def __init__(self) -> None:
+        self.pid = 0
+        self.pending: list[int] = []
+
+    def install(self) -> None:
+        forward_signals(self._handle)
+
+    def set_target(self, pid: int) -> None:
+        self.pid = pid
+        pending, self.pending = self.pending, []
+        for sig in pending:
+            self._send(sig)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.pid <= 0:
+            self.pending.append(signum)
+        else:
+            self._send(signum)
+
+    def _send(self, signum: int) -> None:
+        try:
+            os.kill(self.pid, signum)
+        except ProcessLookupError:
+            pass  # it exited between the signal and now: the wait loop will see it
+
+
+def forward_signals(handler: Callable[[int, FrameType | None], None]) -> None:
     for sig in signal.valid_signals():
         if sig in _UNCATCHABLE or sig in (signal.SIGURG, signal.SIGWINCH):
             continue

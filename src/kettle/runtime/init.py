@@ -41,6 +41,29 @@ def child_fail(chan: socket.socket | None, exc: BaseException) -> NoReturn:
     os._exit(1)
 
 
+def preload(process: Mapping[str, Any], seccomp: Mapping[str, Any] | None) -> None:
+    """Import, before forking, every module the child needs after it leaves the host's files.
+
+    Once the child has pivoted into the rootfs (create) or joined the container's mount
+    namespace (exec), the interpreter's own files are out of reach: a lazy import there fails
+    with ModuleNotFoundError, and libseccomp could no longer be loaded.
+    """
+    import array  # noqa: F401 - console fd passing
+    import fcntl  # noqa: F401
+    import struct  # noqa: F401
+    import termios  # noqa: F401 - pty set-up in exec
+
+    from kettle.runtime import caps, rlimits  # noqa: F401
+
+    if process.get("terminal"):
+        import tty  # noqa: F401
+    if seccomp:
+        from kettle.runtime import seccomp as sec
+        from kettle.syscalls import seccomp as scmp  # noqa: F401
+
+        sec.validate(seccomp)  # also loads libseccomp.so while its path still resolves
+
+
 # --- intermediate ----------------------------------------------------------------------------
 
 

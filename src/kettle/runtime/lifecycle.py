@@ -250,7 +250,7 @@ def update(ctx: Context, container_id: str, resources: Mapping[str, Any]) -> Non
             raise FailedPrecondition(f"container {container_id} has no cgroup to update")
         linux = st.config.get("linux") or {}
         merged = merge_resources(linux.get("resources") or {}, resources)
-        mgr.set(merged, linux_devices=linux.get("devices") or [])
+        mgr.set(merged)
         st.config.setdefault("linux", {})["resources"] = merged
         store.save(st)
 

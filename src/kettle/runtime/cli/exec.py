@@ -100,7 +100,9 @@ def main(ctx: Context, argv: list[str]) -> int:
         preserve_fds=v["preserve_fds"],
     )
     relay = None
+    forwarder = foreground.Forwarder()
     if not v["detach"]:
+        forwarder.install()
         foreground.become_subreaper()
         if process.get("terminal") and not opts.console_socket:
             relay = foreground.ConsoleRelay()
@@ -108,7 +110,7 @@ def main(ctx: Context, argv: list[str]) -> int:
     pid = execute(ctx, cid, opts)
     if v["detach"]:
         return 0
-    foreground.forward_signals(lambda: pid)
+    forwarder.set_target(pid)
     if relay is not None:
         relay.receive_master()
         relay.pump(lambda: True)

@@ -32,7 +32,9 @@ def main(ctx: Context, argv: list[str]) -> int:
         preserve_fds=v["preserve_fds"],
     )
     relay = None
+    forwarder = foreground.Forwarder()
     if not v["detach"]:
+        forwarder.install()
         if not v["no_subreaper"]:
             foreground.become_subreaper()
         config, _ = spec.load(opts.bundle)
@@ -49,7 +51,7 @@ def main(ctx: Context, argv: list[str]) -> int:
         raise
     if v["detach"]:
         return 0
-    foreground.forward_signals(lambda: st.pid)
+    forwarder.set_target(st.pid)
     if relay is not None:
         relay.pump(lambda: True)
     code = foreground.wait_for(st.pid)

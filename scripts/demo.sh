@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The main job for now: build a busybox OCI bundle from Debian's busybox-static in a temporary
+# directory and run a container from it in the foreground with kettle-runtime.
+# Usage: scripts/demo.sh [--no-install]   (installs first unless --no-install)
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [[ "${1:-}" != "--no-install" ]]; then
+    "$repo/scripts/install.sh"
+fi
+venv="$repo/.venv"
+# KETTLE_DEMO_RUNTIME lets the same demo run under runc or crun for comparison.
+runtime="${KETTLE_DEMO_RUNTIME:-$venv/bin/kettle-runtime}"
+busybox="$(readlink -f /bin/busybox)"
+
+bundle="$(mktemp -d /tmp/kettle-demo.XXXXXX)"
+id="demo-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
+cleanup() {
+    "$runtime" delete --force "$id" >/dev/null 2>&1 || true
+    rm -rf "$bundle"
+}
+trap cleanup EXIT
+
+mkdir -p "$bundle/rootfs"/{bin,sbin,etc,proc,sys,dev,tmp,root}
+cp "$busybox" "$bundle/rootfs/bin/busybox"
+for applet in $("$busybox" --list); do
+    [[ "$applet" == busybox ]] || ln -sf busybox "$bundle/rootfs/bin/$applet"
+done
+echo "root:x:0:0:root:/root:/bin/sh" >"$bundle/rootfs/etc/passwd"
+echo "root:x:0:" >"$bundle/rootfs/etc/group"
+
+"$runtime" spec --bundle "$bundle"
+"$venv/bin/python" - "$bundle/config.json" <<'PY'
+import json
+import sys
+
+path = sys.argv[1]
+with open(path) as f:
+    config = json.load(f)
+config["process"]["terminal"] = False
+config["process"]["args"] = [
+    "/bin/sh",
+    "-c",
+    'echo "hello from inside kettle: hostname=$(hostname), pid=$$, uid=$(id -u)"',
+]
+config["hostname"] = "kettle-demo"
+with open(path, "w") as f:
+    json.dump(config, f, indent=2)
+PY
+
+"$runtime" run --bundle "$bundle" "$id"
