@@ -13,6 +13,7 @@ import socket
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
+from kettle import syscalls as sc
 from kettle.errors import FailedPrecondition, Internal
 from kettle.runtime import init, namespaces, spec, sync
 from kettle.runtime.context import Context
@@ -133,6 +134,8 @@ def _intermediate(
 ) -> NoReturn:
     try:
         init.write_oom_score_adj(process)
+        # Not dumpable until execve, before entering the container (see init.intermediate).
+        sc.prctl(sc.PR_SET_DUMPABLE, 0)
         namespaces.join_all(opened)
         pid = os.fork()
         if pid == 0:

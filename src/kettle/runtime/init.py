@@ -87,6 +87,11 @@ def intermediate(
             sc.unshare(sc.CLONE_NEWUSER)
             sync.send(chan, "idmap")
             sync.expect(chan, "idmap-done")
+        # Not dumpable from here until execve: no process in the container may open
+        # /proc/<pid>/exe (the host's interpreter), fd or root of ours (the CVE-2019-5736
+        # class).  Only now, since an unprivileged runtime must still write our id maps,
+        # which needs /proc/<pid> to be owned by the user rather than by root.
+        sc.prctl(sc.PR_SET_DUMPABLE, 0)
         if "user" in plan.new or any(k == "user" for k, _ in plan.join):
             # Become root of the user namespace, as runc does, so that the mounts and files
             # made next belong to the container's root.
