@@ -6,9 +6,12 @@ import datetime
 import json
 import os
 import sys
-from typing import IO
 
 from kettle.runtime.state import Store
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import IO
 
 DEFAULT_ROOT = "/run/kettle-runtime"
 

@@ -6,8 +6,6 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Mapping
-from typing import Any, NoReturn
 
 from kettle import errors
 from kettle import syscalls as sc
@@ -15,6 +13,11 @@ from kettle.errors import FailedPrecondition, Internal, InvalidArgument, KettleE
 from kettle.runtime import hooks, init, namespaces, spec, sync
 from kettle.runtime.context import Context, now_rfc3339
 from kettle.runtime.state import EXEC_SOCK, ContainerState, Status, proc_start_time
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any, NoReturn
 
 
 class CreateOptions:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Mapping
-from typing import Any, NoReturn
 
 from kettle import syscalls as sc
 from kettle.errors import FailedPrecondition, Internal
@@ -20,6 +18,11 @@ from kettle.runtime.context import Context
 from kettle.runtime.create import error_from_child, write_pid_file
 from kettle.runtime.lifecycle import _manager, status_of
 from kettle.runtime.state import ContainerState, Status, check_transition
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any, NoReturn
 
 
 class ExecOptions:

@@ -11,10 +11,13 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable
-from types import FrameType
 
 from kettle import syscalls as sc
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import FrameType
 
 _UNCATCHABLE = {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD}
 

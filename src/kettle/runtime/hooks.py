@@ -11,10 +11,13 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 from kettle.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+    from typing import Any
 
 KINDS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
 FATAL = frozenset({"prestart", "createRuntime", "createContainer", "startContainer"})

@@ -19,12 +19,15 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from collections.abc import Mapping
-from typing import Any, NoReturn
 
 from kettle import syscalls as sc
 from kettle.errors import FailedPrecondition, InvalidArgument, KettleError, NotFound, oserror_text
 from kettle.runtime import namespaces, sync
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any, NoReturn
 
 
 def child_fail(chan: socket.socket | None, exc: BaseException) -> NoReturn:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-from collections.abc import Mapping
-from typing import Any
 
 from kettle.errors import FailedPrecondition, InvalidArgument, NotFound, oserror_text
 from kettle.runtime import hooks
@@ -19,6 +17,11 @@ from kettle.runtime.state import (
     current_status,
     is_alive,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
 
 
 def _manager(st: ContainerState) -> Any:

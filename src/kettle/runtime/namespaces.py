@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
-from typing import Any
 
 from kettle import syscalls as sc
 from kettle.errors import InvalidArgument
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Any
 
 # spec type -> (clone flag, name under /proc/<pid>/ns)
 KINDS: dict[str, tuple[int, str]] = {

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
-from typing import Any
 
 from kettle.errors import FailedPrecondition, InvalidArgument, NotFound, oserror_text
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
 
 # Top-level and linux-level keys the runtime understands; anything else is refused.
 _TOP = {

@@ -13,11 +13,14 @@ import enum
 import fcntl
 import json
 import os
-from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from kettle.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
 
 STATE_FILE = "state.json"
 EXEC_SOCK = "exec.sock"
@@ -208,7 +211,7 @@ class Store:
         d = self.dir(st.id)
         tmp = os.path.join(d, f".{STATE_FILE}.tmp")
         with open(tmp, "w") as f:
-            json.dump(st.to_json(), f)
+            f.write(json.dumps(st.to_json()))  # dumps uses the C encoder; dump does not
         os.replace(tmp, os.path.join(d, STATE_FILE))
 
     def ids(self) -> list[str]:

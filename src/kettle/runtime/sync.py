@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import socket
-from typing import Any
 
 from kettle.errors import Internal
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 _MAX = 65536
 

@@ -11,9 +11,12 @@ from __future__ import annotations
 import ctypes
 import os
 import struct
-from typing import Final
 
 from kettle.errors import SyscallError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 _libc = ctypes.CDLL(None, use_errno=True)
 

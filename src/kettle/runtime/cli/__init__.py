@@ -11,10 +11,13 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import Sequence
-from typing import Any
 
 from kettle.errors import InvalidArgument, KettleError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
 
 VERSION = "0.1.0"
 SPEC_VERSION = "1.2.0"

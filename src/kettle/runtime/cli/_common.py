@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
 
 from kettle.errors import InvalidArgument, oserror_text
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def need_id(args: list[str], command: str, extra_ok: bool = False) -> str:

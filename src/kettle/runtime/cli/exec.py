@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 from kettle.errors import InvalidArgument
 from kettle.runtime.cli import Flag, parse
 from kettle.runtime.cli._common import read_json_source
 from kettle.runtime.context import Context
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 FLAGS = (
     Flag(("--process", "-p"), "process"),

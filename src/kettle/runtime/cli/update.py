@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from kettle.errors import InvalidArgument
 from kettle.runtime.cli import Flag, parse
 from kettle.runtime.cli._common import need_id, read_json_source
 from kettle.runtime.context import Context
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # flag -> (section, key, value kind)
 _RESOURCE_FLAGS: dict[str, tuple[str, str, str]] = {
