@@ -595,6 +595,80 @@ def test_prepare_root_propagation(
     assert recorded.calls[0] == (None, "/", None, first, None)
 
 
+@pytest.mark.parametrize(
+    ("propagation", "reads"),
+    [
+        # a recursive slave or private "/" leaves nothing shared: mountinfo is not read
+        (None, False),
+        ("rslave", False),
+        ("rprivate", False),
+        ("runbindable", False),
+        ("private", True),
+        ("slave", True),
+        ("rshared", True),
+    ],
+)
+def test_prepare_makes_a_shared_parent_private(
+    recorded: Recorder,
+    image: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    propagation: str | None,
+    reads: bool,
+) -> None:
+    read: list[int] = []
+
+    def fake_mountinfo() -> list[mounts.MountInfo]:
+        read.append(1)
+        return mounts.parse_mountinfo(f"30 1 0:50 / {image} rw shared:9 - tmpfs t rw\n")
+
+    monkeypatch.setattr(rootfs, "read_mountinfo", fake_mountinfo)
+    spec: dict[str, Any] = {"linux": {"rootfsPropagation": propagation}}
+    rootfs.prepare(spec, str(image / "rootfs"), userns=False, rootless=False)
+    assert bool(read) == reads
+    private = (None, str(image), None, sc.MS_PRIVATE, None)
+    assert (private in recorded.calls) == reads
+
+
+def test_create_devices_resolves_each_parent_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "rootfs"
+    (root / "dev").mkdir(parents=True)
+    resolved: list[str] = []
+    real = safepath.mkdir_all_in_root
+
+    def counting(root_fd: int, path: str, *args: Any, **kwargs: Any) -> int:
+        resolved.append(path)
+        return real(root_fd, path, *args, **kwargs)
+
+    monkeypatch.setattr(safepath, "mkdir_all_in_root", counting)
+    names = ("a", "sub/b", "c", "sub/d")
+    ids = {"uid": os.getuid(), "gid": os.getgid()}
+    devs = devices.parse_devices([{"path": f"/dev/{n}", "type": "p", **ids} for n in names])
+    fds_before = len(os.listdir("/proc/self/fd"))
+    root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        devices.create_devices(root_fd, devs, bind=False)
+    finally:
+        os.close(root_fd)
+    assert resolved == ["/dev", "/dev/sub"]
+    assert all(stat.S_ISFIFO((root / "dev" / n).lstat().st_mode) for n in names)
+    assert len(os.listdir("/proc/self/fd")) == fds_before
+
+
+def test_value_classes_compare_by_value() -> None:
+    a = mounts.parse_mount({"destination": "/x", "type": "tmpfs", "options": ["ro"]}, 1)
+    b = mounts.parse_mount({"destination": "/x/", "type": "tmpfs", "options": ["ro"]}, 1)
+    assert a == b and a != mounts.parse_mount({"destination": "/y", "type": "tmpfs"}, 1)
+    assert "destination='/x'" in repr(a) and "MountOptions(flags=1" in repr(a)
+    assert a.options.replace(data="size=1m") == MountOptions(flags=sc.MS_RDONLY, data="size=1m")
+    assert a.options.replace(flags=0).flags == 0 and a.options.flags == sc.MS_RDONLY
+    info = mounts.parse_mountinfo(MOUNTINFO)
+    assert info == mounts.parse_mountinfo(MOUNTINFO) and len(set(info)) == len(info)
+    null = devices.Device("/dev/null", "c", 1, 3)
+    assert null == devices.DEFAULT_DEVICES[0] and hash(null) == hash(devices.DEFAULT_DEVICES[0])
+
+
 def test_bind_error_names_the_source(image: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def failing(source: Any, target: str, *args: Any, **kwargs: Any) -> None:
         if target.startswith("/proc/self/fd/"):

@@ -283,6 +283,54 @@ def test_mkdir_all_mode_and_loop(mode: str, tree: Path, root_fd: int) -> None:
     assert info.value.errno == errno.ELOOP
 
 
+def test_missing_tail_is_made_without_the_walk(
+    monkeypatch: pytest.MonkeyPatch, tree: Path, root_fd: int
+) -> None:
+    """The usual case (only the last components are missing) stays in the kernel's resolver."""
+    if not _kernel_has_openat2():
+        pytest.skip("kernel has no openat2")
+
+    def no_walk(*args: object, **kwargs: object) -> tuple[int, str]:
+        raise AssertionError("walked")
+
+    monkeypatch.setattr(safepath, "_openat2_works", True)
+    monkeypatch.setattr(safepath, "_walk", no_walk)
+    root = tree / "root"
+    old = os.umask(0o022)
+    try:
+        assert where(safepath.mkdir_all_in_root(root_fd, "/real/a/b", 0o750)) == str(
+            root / "real/a/b"
+        )
+        assert where(safepath.mkdir_all_in_root(root_fd, "/top")) == str(root / "top")
+        fd = safepath.create_file_in_root(root_fd, "/new/dir/file", mode=0o640)
+    finally:
+        os.umask(old)
+    try:
+        st = os.fstat(fd)
+        assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o640
+        assert safepath.fd_path(fd) == str(root / "new/dir/file")
+    finally:
+        os.close(fd)
+    assert stat.S_IMODE((root / "real/a").stat().st_mode) == 0o750
+    assert stat.S_IMODE((root / "new/dir").stat().st_mode) == 0o755
+
+
+def test_missing_tail_after_a_dangling_link_falls_back_to_the_walk(
+    mode: str, tree: Path, root_fd: int
+) -> None:
+    root = tree / "root"
+    (root / "real" / "gone").symlink_to("/elsewhere/deep")  # dangling, inside the root
+    (root / "real" / "conf").symlink_to("/etc/conf")
+    fds = len(os.listdir("/proc/self/fd"))
+    assert where(safepath.mkdir_all_in_root(root_fd, "/real/gone/x")) == str(
+        root / "elsewhere/deep/x"
+    )
+    assert where(safepath.create_file_in_root(root_fd, "/real/conf")) == str(root / "etc/conf")
+    assert (root / "etc/conf").is_file()
+    assert not (tree / "elsewhere").exists()
+    assert len(os.listdir("/proc/self/fd")) == fds  # nothing left open on the way
+
+
 # --- create_file_in_root -----------------------------------------------------------------------
 
 

@@ -11,13 +11,18 @@ import errno
 import os
 import posixpath
 import stat
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Final
+from collections.abc import Mapping, Sequence
 
 from kettle import syscalls as sc
 from kettle.errors import InvalidArgument, SyscallError
 from kettle.runtime import safepath
+
+# Not typing.TYPE_CHECKING, and Device is a plain class, not a dataclass: typing and
+# dataclasses cost milliseconds at every start of the runtime.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Any, Final
 
 _TYPES: Final = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
 _MAX_MAJOR: Final = (1 << 12) - 1
@@ -25,17 +30,46 @@ _MAX_MINOR: Final = (1 << 20) - 1
 _MAX_ID: Final = (1 << 32) - 1
 
 
-@dataclass(frozen=True)
 class Device:
-    path: str
-    #: "c", "u" (unbuffered char: the same node), "b" or "p"
-    type: str
-    major: int = 0
-    minor: int = 0
-    #: permission bits only
-    file_mode: int = 0o666
-    uid: int = 0
-    gid: int = 0
+    """One linux.devices entry, checked (treated as immutable)."""
+
+    __slots__ = ("file_mode", "gid", "major", "minor", "path", "type", "uid")
+
+    def __init__(
+        self,
+        path: str,
+        type: str,
+        major: int = 0,
+        minor: int = 0,
+        file_mode: int = 0o666,
+        uid: int = 0,
+        gid: int = 0,
+    ) -> None:
+        self.path = path
+        #: "c", "u" (unbuffered char: the same node), "b" or "p"
+        self.type = type
+        self.major = major
+        self.minor = minor
+        #: permission bits only
+        self.file_mode = file_mode
+        self.uid = uid
+        self.gid = gid
+
+    def _key(self) -> tuple[str, str, int, int, int, int, int]:
+        return (self.path, self.type, self.major, self.minor, self.file_mode, self.uid, self.gid)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Device) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"Device(path={self.path!r}, type={self.type!r}, major={self.major!r}, "
+            f"minor={self.minor!r}, file_mode={self.file_mode!r}, uid={self.uid!r}, "
+            f"gid={self.gid!r})"
+        )
 
     @property
     def mode(self) -> int:
@@ -107,38 +141,41 @@ def with_defaults(spec_devices: Iterable[Device]) -> list[Device]:
 
 def create_devices(root_fd: int, devs: Iterable[Device], *, bind: bool) -> None:
     """Create each node inside the root (fd-first); bind the host's node when bind is set."""
+    # Each parent directory is resolved (and made) once, not once per node: most are /dev.
+    dirs: dict[str, int] = {}
     old = os.umask(0)  # the spec's fileMode is exact
     try:
         for dev in devs:
             if dev.path == "/dev/ptmx":
                 continue  # a link to pts/ptmx (see dev_links) so it matches the devpts instance
-            _create(root_fd, dev, bind)
+            parent, name = posixpath.split(dev.path)
+            dir_fd = dirs.get(parent)
+            if dir_fd is None:
+                dir_fd = dirs[parent] = safepath.mkdir_all_in_root(root_fd, parent)
+            _create(root_fd, dir_fd, name, dev, bind)
     finally:
         os.umask(old)
+        for fd in dirs.values():
+            os.close(fd)
 
 
-def _create(root_fd: int, dev: Device, bind: bool) -> None:
-    parent, name = posixpath.split(dev.path)
-    dir_fd = safepath.mkdir_all_in_root(root_fd, parent)
+def _create(root_fd: int, dir_fd: int, name: str, dev: Device, bind: bool) -> None:
+    if bind and dev.type != "p":  # mkfifo needs no privilege; the others do
+        _bind_host_node(root_fd, dev)
+        return
     try:
-        if bind and dev.type != "p":  # mkfifo needs no privilege; the others do
-            _bind_host_node(root_fd, dev)
-            return
-        try:
-            os.mknod(name, dev.mode, dev.rdev, dir_fd=dir_fd)
-        except FileExistsError:
-            return  # as runc: what is there stays (an image's own node, a duplicate entry)
-        except PermissionError:
-            _bind_host_node(root_fd, dev)
-            return
-        except OSError as e:
-            raise SyscallError("mknod", e.errno or errno.EIO, _shown(root_fd, dev.path)) from None
-        try:
-            os.chown(name, dev.uid, dev.gid, dir_fd=dir_fd, follow_symlinks=False)
-        except OSError as e:
-            raise SyscallError("chown", e.errno or errno.EIO, _shown(root_fd, dev.path)) from None
-    finally:
-        os.close(dir_fd)
+        os.mknod(name, dev.mode, dev.rdev, dir_fd=dir_fd)
+    except FileExistsError:
+        return  # as runc: what is there stays (an image's own node, a duplicate entry)
+    except PermissionError:
+        _bind_host_node(root_fd, dev)
+        return
+    except OSError as e:
+        raise SyscallError("mknod", e.errno or errno.EIO, _shown(root_fd, dev.path)) from None
+    try:
+        os.chown(name, dev.uid, dev.gid, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError as e:
+        raise SyscallError("chown", e.errno or errno.EIO, _shown(root_fd, dev.path)) from None
 
 
 def _bind_host_node(root_fd: int, dev: Device) -> None:

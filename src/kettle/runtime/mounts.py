@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Final
 
 from kettle import syscalls as sc
 from kettle.errors import InvalidArgument, Unimplemented
 from kettle.runtime import devices
+
+# Not typing.TYPE_CHECKING: the runtime starts once per container operation and typing (with
+# the contextlib it pulls in) costs milliseconds; the classes below are plain for the same
+# reason (dataclasses costs ~15 ms to import and ~1 ms per class).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Final
 
 # Not in kettle.syscalls: only option parsing needs them.
 MS_POSIXACL: Final = 1 << 16
@@ -137,22 +142,77 @@ PROC_ALLOWLIST: Final = frozenset(
 )
 
 
-@dataclass(frozen=True)
 class MountOptions:
-    """What a mount's ``options`` list asks for."""
+    """What a mount's ``options`` list asks for (treated as immutable: ``replace`` copies)."""
 
-    #: MS_* flags to set (bind and rbind included)
-    flags: int = 0
-    #: MS_* flags an option explicitly cleared (rw, suid, dev, exec, atime, ...)
-    clear_flags: int = 0
-    #: MS_* propagation changes, applied in order after the mount
-    propagation: list[int] = field(default_factory=list)
-    #: filesystem-specific options, comma-joined (mode=755,size=65536k)
-    data: str = ""
-    #: recursive MOUNT_ATTR_* to set and to clear (rro, rnosuid, ...)
-    rec_attr_set: int = 0
-    rec_attr_clr: int = 0
-    tmpcopyup: bool = False
+    __slots__ = (
+        "clear_flags",
+        "data",
+        "flags",
+        "propagation",
+        "rec_attr_clr",
+        "rec_attr_set",
+        "tmpcopyup",
+    )
+
+    def __init__(
+        self,
+        flags: int = 0,
+        clear_flags: int = 0,
+        propagation: list[int] | None = None,
+        data: str = "",
+        rec_attr_set: int = 0,
+        rec_attr_clr: int = 0,
+        tmpcopyup: bool = False,
+    ) -> None:
+        #: MS_* flags to set (bind and rbind included)
+        self.flags = flags
+        #: MS_* flags an option explicitly cleared (rw, suid, dev, exec, atime, ...)
+        self.clear_flags = clear_flags
+        #: MS_* propagation changes, applied in order after the mount
+        self.propagation: list[int] = [] if propagation is None else propagation
+        #: filesystem-specific options, comma-joined (mode=755,size=65536k)
+        self.data = data
+        #: recursive MOUNT_ATTR_* to set and to clear (rro, rnosuid, ...)
+        self.rec_attr_set = rec_attr_set
+        self.rec_attr_clr = rec_attr_clr
+        self.tmpcopyup = tmpcopyup
+
+    def replace(self, *, flags: int | None = None, data: str | None = None) -> MountOptions:
+        """A copy with other flags and/or data."""
+        return MountOptions(
+            self.flags if flags is None else flags,
+            self.clear_flags,
+            self.propagation,
+            self.data if data is None else data,
+            self.rec_attr_set,
+            self.rec_attr_clr,
+            self.tmpcopyup,
+        )
+
+    def _key(self) -> tuple[int, int, list[int], str, int, int, bool]:
+        return (
+            self.flags,
+            self.clear_flags,
+            self.propagation,
+            self.data,
+            self.rec_attr_set,
+            self.rec_attr_clr,
+            self.tmpcopyup,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, MountOptions) and self._key() == other._key()
+
+    # No __hash__ (defining __eq__ drops it): propagation is a list, as before.
+
+    def __repr__(self) -> str:
+        return (
+            f"MountOptions(flags={self.flags!r}, clear_flags={self.clear_flags!r}, "
+            f"propagation={self.propagation!r}, data={self.data!r}, "
+            f"rec_attr_set={self.rec_attr_set!r}, rec_attr_clr={self.rec_attr_clr!r}, "
+            f"tmpcopyup={self.tmpcopyup!r})"
+        )
 
     @property
     def bind(self) -> bool:
@@ -231,15 +291,7 @@ def parse_options(options: Sequence[Any] | None, field: str) -> MountOptions:
             raise Unimplemented(f"{where}: {opt}: {_UNSUPPORTED[opt]}")
         else:
             data.append(opt)
-    return MountOptions(
-        flags=flags,
-        clear_flags=clear,
-        propagation=prop,
-        data=",".join(data),
-        rec_attr_set=rec_set,
-        rec_attr_clr=rec_clr,
-        tmpcopyup=copyup,
-    )
+    return MountOptions(flags, clear, prop, ",".join(data), rec_set, rec_clr, copyup)
 
 
 def propagation_flag(value: Any, field: str = "linux.rootfsPropagation") -> int:
@@ -253,16 +305,39 @@ def propagation_flag(value: Any, field: str = "linux.rootfsPropagation") -> int:
     return PROPAGATION[value]
 
 
-@dataclass(frozen=True)
 class Mount:
-    """One entry of the spec's ``mounts``, checked."""
+    """One entry of the spec's ``mounts``, checked (treated as immutable)."""
 
-    index: int
-    #: absolute and lexically clean (no "." or "..", no trailing slash)
-    destination: str
-    type: str | None
-    source: str | None
-    options: MountOptions
+    __slots__ = ("destination", "index", "options", "source", "type")
+
+    def __init__(
+        self,
+        index: int,
+        destination: str,
+        type: str | None,
+        source: str | None,
+        options: MountOptions,
+    ) -> None:
+        self.index = index
+        #: absolute and lexically clean (no "." or "..", no trailing slash)
+        self.destination = destination
+        self.type = type
+        self.source = source
+        self.options = options
+
+    def _key(self) -> tuple[int, str, str | None, str | None, MountOptions]:
+        return (self.index, self.destination, self.type, self.source, self.options)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Mount) and self._key() == other._key()
+
+    # No __hash__: options is not hashable either.
+
+    def __repr__(self) -> str:
+        return (
+            f"Mount(index={self.index!r}, destination={self.destination!r}, "
+            f"type={self.type!r}, source={self.source!r}, options={self.options!r})"
+        )
 
     @property
     def field(self) -> str:
@@ -304,15 +379,7 @@ def parse_mount(entry: Any, index: int) -> Mount:
     opts = parse_options(entry.get("options"), f"{where}.options")
     if fstype == "bind" and not opts.bind:
         # runc treats type "bind" without a bind option as a plain bind; so does crun.
-        opts = MountOptions(
-            flags=opts.flags | sc.MS_BIND,
-            clear_flags=opts.clear_flags,
-            propagation=opts.propagation,
-            data=opts.data,
-            rec_attr_set=opts.rec_attr_set,
-            rec_attr_clr=opts.rec_attr_clr,
-            tmpcopyup=opts.tmpcopyup,
-        )
+        opts = opts.replace(flags=opts.flags | sc.MS_BIND)
     if opts.bind:
         if not source:
             raise InvalidArgument(f"{where}.source: a bind mount needs a source")
@@ -380,6 +447,11 @@ def validate(spec: Mapping[str, Any]) -> None:
         problem = proc_mount_problem(m.destination, m.type, bind=m.is_bind)
         if problem:
             raise InvalidArgument(f"{m.field}.destination: {problem}")
+        if m.options.has_rec_attrs and getattr(sc, "mount_setattr", None) is None:
+            raise Unimplemented(
+                f"{m.field}.options: recursive mount attributes (rro, rnosuid, ...) need "
+                "mount_setattr, which kettle.syscalls does not provide"
+            )
     linux = spec.get("linux")
     if linux is None:
         linux = {}
@@ -400,21 +472,76 @@ def validate(spec: Mapping[str, Any]) -> None:
 # --- /proc/self/mountinfo ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class MountInfo:
-    mount_id: int
-    parent_id: int
-    #: "major:minor" of the filesystem
-    dev: str
-    #: the directory of the filesystem shown at the mount point
-    root: str
-    mountpoint: str
-    options: str
-    #: optional fields: "shared:N", "master:N", "propagate_from:N", "unbindable"
-    optional: tuple[str, ...]
-    fstype: str
-    source: str
-    super_options: str
+    """One line of /proc/self/mountinfo (treated as immutable)."""
+
+    __slots__ = (
+        "dev",
+        "fstype",
+        "mount_id",
+        "mountpoint",
+        "optional",
+        "options",
+        "parent_id",
+        "root",
+        "source",
+        "super_options",
+    )
+
+    def __init__(
+        self,
+        mount_id: int,
+        parent_id: int,
+        dev: str,
+        root: str,
+        mountpoint: str,
+        options: str,
+        optional: tuple[str, ...],
+        fstype: str,
+        source: str,
+        super_options: str,
+    ) -> None:
+        self.mount_id = mount_id
+        self.parent_id = parent_id
+        #: "major:minor" of the filesystem
+        self.dev = dev
+        #: the directory of the filesystem shown at the mount point
+        self.root = root
+        self.mountpoint = mountpoint
+        self.options = options
+        #: optional fields: "shared:N", "master:N", "propagate_from:N", "unbindable"
+        self.optional = optional
+        self.fstype = fstype
+        self.source = source
+        self.super_options = super_options
+
+    def _key(self) -> tuple[int, int, str, str, str, str, tuple[str, ...], str, str, str]:
+        return (
+            self.mount_id,
+            self.parent_id,
+            self.dev,
+            self.root,
+            self.mountpoint,
+            self.options,
+            self.optional,
+            self.fstype,
+            self.source,
+            self.super_options,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, MountInfo) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"MountInfo(mount_id={self.mount_id!r}, parent_id={self.parent_id!r}, "
+            f"dev={self.dev!r}, root={self.root!r}, mountpoint={self.mountpoint!r}, "
+            f"options={self.options!r}, optional={self.optional!r}, fstype={self.fstype!r}, "
+            f"source={self.source!r}, super_options={self.super_options!r})"
+        )
 
     @property
     def shared(self) -> bool:

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import resource
-from collections.abc import Mapping, Sequence
-from typing import Any, Final, NamedTuple
+from collections.abc import Mapping
 
 from kettle import syscalls as sc
 from kettle.errors import FailedPrecondition, InvalidArgument, SyscallError
+
+# Not typing.TYPE_CHECKING, and Rlimit is a plain class rather than a NamedTuple: typing costs
+# milliseconds to import and a NamedTuple class about a millisecond to create, at every start.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any, Final
 
 FIELD: Final = "process.rlimits"
 
@@ -38,12 +45,32 @@ _MAX_FINITE: Final = (1 << 63) - 1  # the largest value resource.prlimit can pas
 _CAP_SYS_RESOURCE: Final = 24
 
 
-class Rlimit(NamedTuple):
-    field: str  # "process.rlimits[2]"
-    type: str
-    resource: int
-    soft: int  # as in the spec: UNLIMITED for no limit
-    hard: int
+class Rlimit:
+    """One checked entry of process.rlimits (treated as immutable)."""
+
+    __slots__ = ("field", "hard", "resource", "soft", "type")
+
+    def __init__(self, field: str, type: str, resource: int, soft: int, hard: int) -> None:
+        self.field = field  # "process.rlimits[2]"
+        self.type = type
+        self.resource = resource
+        self.soft = soft  # as in the spec: UNLIMITED for no limit
+        self.hard = hard
+
+    def _key(self) -> tuple[str, str, int, int, int]:
+        return (self.field, self.type, self.resource, self.soft, self.hard)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Rlimit) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"Rlimit(field={self.field!r}, type={self.type!r}, resource={self.resource!r}, "
+            f"soft={self.soft!r}, hard={self.hard!r})"
+        )
 
 
 def _value(value: Any, field: str) -> int:
@@ -121,8 +148,11 @@ def can_raise_hard_limits() -> bool:
 
 def _nr_open() -> int | None:
     try:
-        with open("/proc/sys/fs/nr_open", "rb") as fh:
-            return int(fh.read())
+        fd = os.open("/proc/sys/fs/nr_open", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return int(os.read(fd, 64))
+        finally:
+            os.close(fd)
     except (OSError, ValueError):
         return None
 

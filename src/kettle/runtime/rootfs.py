@@ -24,10 +24,7 @@ import errno
 import os
 import posixpath
 import stat
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
-from typing import Any, Final
+from collections.abc import Mapping
 
 from kettle import syscalls as sc
 from kettle.errors import FailedPrecondition, Internal, SyscallError
@@ -41,19 +38,38 @@ from kettle.runtime.safepath import (
     proc_fd,
 )
 
+# Not typing.TYPE_CHECKING, no dataclasses and no contextlib: the container's init imports this
+# module on every create, and those cost milliseconds to import.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any, Final
+
 #: what runc gives the tmpfs under a v1 cgroup mount and its cgroup filesystems
 _CGROUP_FLAGS: Final = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
+_RSLAVE: Final = sc.MS_SLAVE | sc.MS_REC
+_RPRIVATE: Final = sc.MS_PRIVATE | sc.MS_REC
 
 
-@dataclass
 class _Ctx:
-    rootfs: str
-    root_fd: int
-    userns: bool
-    rootless: bool
-    cgroupns: bool
-    new_netns: bool
-    _mountinfo: list[MountInfo] | None = field(default=None, repr=False)
+    __slots__ = ("_mountinfo", "cgroupns", "new_netns", "root_fd", "rootfs", "rootless", "userns")
+
+    def __init__(
+        self,
+        rootfs: str,
+        root_fd: int,
+        userns: bool,
+        rootless: bool,
+        cgroupns: bool,
+        new_netns: bool,
+    ) -> None:
+        self.rootfs = rootfs
+        self.root_fd = root_fd
+        self.userns = userns
+        self.rootless = rootless
+        self.cgroupns = cgroupns
+        self.new_netns = new_netns
+        self._mountinfo: list[MountInfo] | None = None
 
     def shown(self, dest: str) -> str:
         return self.rootfs + dest
@@ -72,14 +88,10 @@ def read_mountinfo() -> list[MountInfo]:
         raise SyscallError("open", e.errno or errno.EIO, "/proc/self/mountinfo") from None
 
 
-@contextmanager
-def _kettle_errors(call: str) -> Iterator[None]:
+def _kettle_error(call: str, e: OSError) -> SyscallError:
     """An OSError of a stdlib call (fstat, chdir, ...) leaves as kettle's SyscallError."""
-    try:
-        yield
-    except OSError as e:
-        path = e.filename if isinstance(e.filename, str) else None
-        raise SyscallError(call, e.errno or errno.EIO, path) from None
+    path = e.filename if isinstance(e.filename, str) else None
+    return SyscallError(call, e.errno or errno.EIO, path)
 
 
 def _open_root(rootfs: str) -> int:
@@ -103,8 +115,10 @@ def prepare(spec: Mapping[str, Any], rootfs: str, *, userns: bool, rootless: boo
     userns: the process is in a user namespace (no mknod; host mounts' flags are locked).
     rootless: not root on the host (devices are bound from the host, like userns).
     """
-    with _kettle_errors("prepare"):
+    try:
         _prepare(spec, os.path.realpath(rootfs), userns, rootless)
+    except OSError as e:
+        raise _kettle_error("prepare", e) from None
 
 
 def _prepare(spec: Mapping[str, Any], rootfs: str, userns: bool, rootless: bool) -> None:
@@ -118,8 +132,13 @@ def _prepare(spec: Mapping[str, Any], rootfs: str, userns: bool, rootless: bool)
     # spec's value again to the container's own "/", so an unbindable one (which would stop
     # the rootfs bind below) just waits until then.
     first = propagation if propagation and not propagation & sc.MS_UNBINDABLE else 0
-    sc.mount(None, "/", None, first or (sc.MS_SLAVE | sc.MS_REC))
-    _make_parent_private(rootfs)
+    first = first or _RSLAVE
+    sc.mount(None, "/", None, first)
+    if first not in (_RSLAVE, _RPRIVATE):
+        # After a recursive slave or private change nothing below "/" is shared any more (the
+        # kernel turns every shared mount into a slave or private one): reading and parsing
+        # mountinfo to find a shared parent is needed only after the other values.
+        _make_parent_private(rootfs)
     # pivot_root needs the new root to be a mount point; the bind also holds the mounts below.
     sc.mount(rootfs, rootfs, None, sc.MS_BIND | sc.MS_REC)
     # Opened after the bind, so that it is the new mount that the spec's mounts go onto.
@@ -310,8 +329,8 @@ def _sysfs(ctx: _Ctx, m: Mount) -> None:
 
 
 def _bind_host_sys(ctx: _Ctx, m: Mount) -> None:
-    opts = replace(m.options, flags=m.options.flags | sc.MS_BIND | sc.MS_REC, data="")
-    _bind(ctx, replace(m, type=None, source="/sys", options=opts), strict="sysfs")
+    opts = m.options.replace(flags=m.options.flags | sc.MS_BIND | sc.MS_REC, data="")
+    _bind(ctx, Mount(m.index, m.destination, None, "/sys", opts), strict="sysfs")
 
 
 def _tmpfs(ctx: _Ctx, m: Mount) -> None:
@@ -431,16 +450,31 @@ def _is_proc(ctx: _Ctx, fd: int) -> bool:
 # -- cgroups --
 
 
-@dataclass(frozen=True)
 class CgroupDir:
     """One v1 hierarchy as the container sees it under its cgroup mount."""
 
-    #: the hierarchy's directory name on the host ("cpu,cpuacct", "memory", "systemd")
-    name: str
-    #: its controllers as mount data for a fresh mount ("cpu,cpuacct", "name=systemd")
-    data: str
-    #: the host directory of our own cgroup in it ("" when not asked for)
-    source: str
+    __slots__ = ("data", "name", "source")
+
+    def __init__(self, name: str, data: str, source: str) -> None:
+        #: the hierarchy's directory name on the host ("cpu,cpuacct", "memory", "systemd")
+        self.name = name
+        #: its controllers as mount data for a fresh mount ("cpu,cpuacct", "name=systemd")
+        self.data = data
+        #: the host directory of our own cgroup in it ("" when not asked for)
+        self.source = source
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CgroupDir) and (self.name, self.data, self.source) == (
+            other.name,
+            other.data,
+            other.source,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.data, self.source))
+
+    def __repr__(self) -> str:
+        return f"CgroupDir(name={self.name!r}, data={self.data!r}, source={self.source!r})"
 
 
 def v1_layout(
@@ -501,10 +535,11 @@ def _cgroup_v1(ctx: _Ctx, m: Mount, cghost: Any) -> None:
         os.close(fd)
     _propagate(ctx, m, rel)
     for d in dirs:
-        sub = replace(m, destination=f"{rel}/{d.name}", type=None, source=d.source or None)
+        sub = Mount(m.index, f"{rel}/{d.name}", None, d.source or None, m.options)
         if ctx.cgroupns:
             # In our own cgroup namespace a fresh mount shows our cgroup as its root.
-            sub_fd, _ = _dir_target(ctx, replace(sub, type="cgroup"))
+            as_cgroup = Mount(sub.index, sub.destination, "cgroup", sub.source, sub.options)
+            sub_fd, _ = _dir_target(ctx, as_cgroup)
             try:
                 flags = _CGROUP_FLAGS | (m.options.flags & sc.MS_RDONLY)
                 _do_mount(ctx, sub, "cgroup", sub_fd, "cgroup", flags, d.data)
@@ -512,12 +547,10 @@ def _cgroup_v1(ctx: _Ctx, m: Mount, cghost: Any) -> None:
                 os.close(sub_fd)
             _propagate(ctx, sub, sub.destination)
         else:
-            opts = replace(
-                m.options,
-                flags=m.options.flags | _CGROUP_FLAGS | sc.MS_BIND | sc.MS_REC,
-                data="",
+            opts = m.options.replace(
+                flags=m.options.flags | _CGROUP_FLAGS | sc.MS_BIND | sc.MS_REC, data=""
             )
-            _bind(ctx, replace(sub, options=opts))
+            _bind(ctx, Mount(sub.index, sub.destination, None, sub.source, opts))
     if links:
         dir_fd = open_in_root(ctx.root_fd, rel, os.O_PATH | os.O_DIRECTORY)
         try:
@@ -557,9 +590,9 @@ def _cgroup_v2(ctx: _Ctx, m: Mount, cghost: Any) -> None:
     if not own:
         raise FailedPrecondition(f"{m.field}: /proc/self/cgroup names no cgroup v2 path")
     source = posixpath.join(cghost.DEFAULT_ROOT, own.lstrip("/"))
-    opts = replace(m.options, flags=m.options.flags | sc.MS_BIND, data="")
+    opts = m.options.replace(flags=m.options.flags | sc.MS_BIND, data="")
     try:
-        _bind(ctx, replace(m, type=None, source=source, options=opts))
+        _bind(ctx, Mount(m.index, m.destination, None, source, opts))
     except SyscallError as e:
         if not (ctx.rootless and e.errno in (errno.ENOENT, errno.EPERM, errno.EACCES)):
             raise
@@ -651,8 +684,10 @@ def _copy_dir(
 
 def bind_console(rootfs: str, slave_path: str) -> None:
     """Bind the pty slave onto <rootfs>/dev/console (created, 0666, if missing)."""
-    with _kettle_errors("bind_console"):
+    try:
         _bind_console(os.path.realpath(rootfs), slave_path)
+    except OSError as e:
+        raise _kettle_error("bind_console", e) from None
 
 
 def _bind_console(rootfs: str, slave_path: str) -> None:
@@ -684,8 +719,10 @@ def finalize(
     after_pivot runs inside the new root before anything is made read-only or masked (runc
     writes sysctls at that point: readonlyPaths usually holds /proc/sys).
     """
-    with _kettle_errors("finalize"):
+    try:
         _finalize(spec, os.path.realpath(rootfs), no_pivot, after_pivot)
+    except OSError as e:
+        raise _kettle_error("finalize", e) from None
 
 
 def _finalize(

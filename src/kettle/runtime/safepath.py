@@ -23,15 +23,24 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import Final
 
 from kettle import syscalls as sc
 from kettle.errors import SyscallError
+
+# Not typing.TYPE_CHECKING: importing typing costs milliseconds at every runtime start.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 #: the kernel's MAXSYMLINKS
 MAX_SYMLINKS: Final = 40
 _RETRIES: Final = 16
 _RESOLVE: Final = sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_MAGICLINKS
+_DIR: Final = os.O_PATH | os.O_DIRECTORY
+
+# What _kernel_open returns instead of an fd.
+_WALK: Final = -1  # the kernel cannot resolve it here: walk in user space
+_MISSING: Final = -2  # ENOENT
 
 # Cleared the first time the kernel answers ENOSYS, so the probe costs one call per process.
 _openat2_works = True
@@ -65,8 +74,10 @@ def open_in_root(root_fd: int, path: str, flags: int, *, no_symlinks: bool = Fal
     """
     follow = not flags & os.O_NOFOLLOW
     fd = _kernel_open(root_fd, path, flags, no_symlinks)
-    if fd is not None:
+    if fd >= 0:
         return fd
+    if fd == _MISSING:
+        raise SyscallError("openat2", errno.ENOENT, shown_path(root_fd, path))
     try:
         dir_fd, name = _walk(root_fd, path, follow=follow, no_symlinks=no_symlinks)
         try:
@@ -85,19 +96,17 @@ def mkdir_all_in_root(
     Symlinks on the way are followed inside the root, dangling ones included (their target is
     created); an existing non-directory fails with ENOTDIR.
     """
-    flags = os.O_PATH | os.O_DIRECTORY
-    try:
-        fd = _kernel_open(root_fd, path, flags, no_symlinks)
-    except SyscallError as e:
-        if e.errno != errno.ENOENT:
-            raise
-        fd = None
-    if fd is not None:
+    fd = _kernel_open(root_fd, path, _DIR, no_symlinks)
+    if fd >= 0:
         return fd
+    if fd == _MISSING:
+        fd = _make_tail(root_fd, path, mode, None, no_symlinks)
+        if fd >= 0:
+            return fd
     try:
         dir_fd, name = _walk(root_fd, path, follow=True, no_symlinks=no_symlinks, mkdir_mode=mode)
         try:
-            return _finish(dir_fd, name, flags, True)
+            return _finish(dir_fd, name, _DIR, True)
         finally:
             os.close(dir_fd)
     except OSError as e:
@@ -112,14 +121,13 @@ def create_file_in_root(root_fd: int, path: str, mode: int = 0o644) -> int:
     following symlinks inside the root: a bind mount onto /etc/resolv.conf -> /run/x lands
     on <root>/run/x.
     """
-    try:
-        fd = _kernel_open(root_fd, path, os.O_PATH, False)
-    except SyscallError as e:
-        if e.errno != errno.ENOENT:
-            raise
-        fd = None
-    if fd is not None:
+    fd = _kernel_open(root_fd, path, os.O_PATH, False)
+    if fd >= 0:
         return fd
+    if fd == _MISSING:
+        fd = _make_tail(root_fd, path, 0o755, mode, False)
+        if fd >= 0:
+            return fd
     try:
         dir_fd, name = _walk(root_fd, path, follow=True, mkdir_mode=0o755, file_mode=mode)
         try:
@@ -137,24 +145,79 @@ def _error(call: str, e: OSError, root_fd: int, path: str) -> SyscallError:
     return SyscallError(call, e.errno or errno.EIO, shown_path(root_fd, path))
 
 
-def _kernel_open(root_fd: int, path: str, flags: int, no_symlinks: bool) -> int | None:
-    """openat2 in the root, or None where the kernel cannot (the caller walks instead)."""
+def _kernel_open(root_fd: int, path: str, flags: int, no_symlinks: bool) -> int:
+    """openat2 in the root: an fd, _MISSING (ENOENT), or _WALK where the kernel cannot.
+
+    Other errors raise SyscallError.
+    """
     global _openat2_works
     if not _openat2_works:
-        return None
+        return _WALK
     resolve = _RESOLVE | (sc.RESOLVE_NO_SYMLINKS if no_symlinks else 0)
     rel = path.lstrip("/") or "."
     for _ in range(_RETRIES):
         try:
             return sc.openat2(root_fd, rel, flags | os.O_CLOEXEC, 0, resolve)
         except SyscallError as e:
+            if e.errno == errno.ENOENT:
+                return _MISSING
             if e.errno == errno.ENOSYS:
                 _openat2_works = False
-                return None
+                return _WALK
             if e.errno == errno.EAGAIN:
                 continue  # a rename or mount raced with ".." resolution: the kernel asks again
             raise SyscallError("openat2", e.errno, shown_path(root_fd, path)) from None
-    return None  # still racing: the walk does not need the kernel's consistency check
+    return _WALK  # still racing: the walk does not need the kernel's consistency check
+
+
+def _make_tail(
+    root_fd: int, path: str, dir_mode: int, file_mode: int | None, no_symlinks: bool
+) -> int:
+    """The usual case of a missing path, without the walk: only its last components are
+    missing, below a directory that openat2 resolves.
+
+    Makes each missing directory (and, with file_mode, the last component as a regular file)
+    relative to the fd of its parent.  Returns an O_PATH fd of path, or -1 for anything
+    unusual (a dangling symlink, a race, an error): the walk then handles it, and reports
+    any error itself.
+    """
+    names = [p for p in path.split("/") if p]
+    if not names or "." in names or ".." in names:
+        return -1
+    # The deepest directory that exists (the full path is known to be missing).
+    have = len(names) - 1
+    fd = -1
+    try:
+        while have > 0:
+            fd = _kernel_open(root_fd, "/".join(names[:have]), _DIR, no_symlinks)
+            if fd >= 0:
+                break
+            if fd == _WALK:
+                return -1
+            have -= 1
+        if have == 0:
+            fd = os.open(".", _DIR | os.O_CLOEXEC, dir_fd=root_fd)
+    except (OSError, SyscallError):
+        return -1
+    try:
+        last = len(names) - 1
+        for i in range(have, len(names)):
+            name = names[i]
+            if i == last and file_mode is not None:
+                if not _make_file(fd, name, file_mode):
+                    os.close(fd)
+                    return -1
+                nxt = _finish(fd, name, os.O_PATH, True)
+            else:
+                os.mkdir(name, dir_mode, dir_fd=fd)
+                # O_NOFOLLOW: swapped for a symlink meanwhile fails here, and the walk retries.
+                nxt = os.open(name, _DIR | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+    except OSError:
+        os.close(fd)
+        return -1
+    return fd
 
 
 def _parts(path: str) -> list[str]:

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from kettle.errors import InvalidArgument, SyscallError, Unimplemented
 
+# Not typing.TYPE_CHECKING: importing typing costs milliseconds, and nearly every container
+# (Docker's and Podman's default profiles) comes with a seccomp object.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
+    from typing import Any, Final
 
     from kettle.syscalls.seccomp import Filter
 
@@ -110,30 +113,126 @@ _ACTION_API: Final[dict[int, tuple[str, int]]] = {
 #: (runc refuses write for the same reason; it sends the fd with write on its sync pipe.)
 _NOTIFY_RESERVED: Final = frozenset({"write", "sendmsg"})
 
+_SECCOMP_KEYS: Final = frozenset(
+    {
+        "defaultAction",
+        "defaultErrnoRet",
+        "architectures",
+        "flags",
+        "listenerPath",
+        "listenerMetadata",
+        "syscalls",
+    }
+)
+_SYSCALL_KEYS: Final = frozenset({"names", "action", "errnoRet", "args"})
+_ARG_KEYS: Final = frozenset({"index", "value", "valueTwo", "op"})
+
 _ERRNO_MAX: Final = 4095  # the kernel clamps a larger SECCOMP_RET_ERRNO data to this
 _DATA_MAX: Final = 0xFFFF
 _U64_MAX: Final = (1 << 64) - 1
 _SUN_PATH_MAX: Final = 107  # sizeof(sun_path) - 1 for the terminating NUL
 
 
-# NamedTuple rather than a dataclass: importing dataclasses costs more than this whole module.
-class Rule(NamedTuple):
+# Plain classes: a dataclass costs ~15 ms to import, a NamedTuple (typing) several ms more.
+class Rule:
     """One seccomp_rule_add_array call: field names the spec entry it came from."""
 
-    field: str
-    syscall: str
-    action: int
-    args: tuple[tuple[int, int, int, int], ...]  # (arg index, op, datum_a, datum_b)
+    __slots__ = ("action", "args", "field", "syscall")
+
+    def __init__(
+        self,
+        field: str,
+        syscall: str,
+        action: int,
+        args: tuple[tuple[int, int, int, int], ...],  # (arg index, op, datum_a, datum_b)
+    ) -> None:
+        self.field = field
+        self.syscall = syscall
+        self.action = action
+        self.args = args
+
+    def _key(self) -> tuple[str, str, int, tuple[tuple[int, int, int, int], ...]]:
+        return (self.field, self.syscall, self.action, self.args)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Rule) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"Rule(field={self.field!r}, syscall={self.syscall!r}, action={self.action!r}, "
+            f"args={self.args!r})"
+        )
 
 
-class Plan(NamedTuple):
-    default_action: int
-    architectures: tuple[tuple[str, str], ...]  # (spec field, libseccomp arch name)
-    flags: tuple[tuple[str, str], ...]  # (spec field, OCI flag name)
-    rules: tuple[Rule, ...]
-    notify: bool
-    listener_path: str
-    listener_metadata: str
+class Plan:
+    """A linux.seccomp object, translated and checked (see plan())."""
+
+    __slots__ = (
+        "architectures",
+        "default_action",
+        "flags",
+        "listener_metadata",
+        "listener_path",
+        "notify",
+        "rules",
+    )
+
+    def __init__(
+        self,
+        default_action: int,
+        architectures: tuple[tuple[str, str], ...],  # (spec field, libseccomp arch name)
+        flags: tuple[tuple[str, str], ...],  # (spec field, OCI flag name)
+        rules: tuple[Rule, ...],
+        notify: bool,
+        listener_path: str,
+        listener_metadata: str,
+    ) -> None:
+        self.default_action = default_action
+        self.architectures = architectures
+        self.flags = flags
+        self.rules = rules
+        self.notify = notify
+        self.listener_path = listener_path
+        self.listener_metadata = listener_metadata
+
+    def _key(
+        self,
+    ) -> tuple[
+        int,
+        tuple[tuple[str, str], ...],
+        tuple[tuple[str, str], ...],
+        tuple[Rule, ...],
+        bool,
+        str,
+        str,
+    ]:
+        return (
+            self.default_action,
+            self.architectures,
+            self.flags,
+            self.rules,
+            self.notify,
+            self.listener_path,
+            self.listener_metadata,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Plan) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"Plan(default_action={self.default_action!r}, "
+            f"architectures={self.architectures!r}, flags={self.flags!r}, "
+            f"rules={self.rules!r}, notify={self.notify!r}, "
+            f"listener_path={self.listener_path!r}, "
+            f"listener_metadata={self.listener_metadata!r})"
+        )
 
 
 # --- pure translation -------------------------------------------------------------------------
@@ -190,7 +289,7 @@ def action_value(name: Any, errno_ret: Any, field: str, errno_field: str) -> int
 def _arg(arg: Any, field: str) -> tuple[int, int, int, int]:
     if not isinstance(arg, Mapping):
         raise InvalidArgument(f"{field}: must be an object")
-    _known_keys(arg, frozenset({"index", "value", "valueTwo", "op"}), field)
+    _known_keys(arg, _ARG_KEYS, field)
     if "index" not in arg:
         raise InvalidArgument(f"{field}.index: missing")
     index = _uint(arg["index"], f"{field}.index", 5)
@@ -212,7 +311,7 @@ def _arg(arg: Any, field: str) -> tuple[int, int, int, int]:
 def _syscall_rules(entry: Any, field: str, default_action: int) -> tuple[list[Rule], bool]:
     if not isinstance(entry, Mapping):
         raise InvalidArgument(f"{field}: must be an object")
-    _known_keys(entry, frozenset({"names", "action", "errnoRet", "args"}), field)
+    _known_keys(entry, _SYSCALL_KEYS, field)
     if "action" not in entry:
         raise InvalidArgument(f"{field}.action: missing")
     action = action_value(
@@ -249,7 +348,8 @@ def _syscall_rules(entry: Any, field: str, default_action: int) -> tuple[list[Ru
             # libseccomp refuses (EACCES) a rule that repeats the default action; runc drops
             # it too, and it changes nothing.
             continue
-        rules.extend(Rule(name_field, name, action, group) for group in groups)
+        for group in groups:
+            rules.append(Rule(name_field, name, action, group))
     return rules, notify
 
 
@@ -257,21 +357,7 @@ def plan(seccomp: Mapping[str, Any]) -> Plan:
     """Translate and check a spec's linux.seccomp object; no libseccomp needed."""
     if not isinstance(seccomp, Mapping):
         raise InvalidArgument(f"{FIELD}: must be an object")
-    _known_keys(
-        seccomp,
-        frozenset(
-            {
-                "defaultAction",
-                "defaultErrnoRet",
-                "architectures",
-                "flags",
-                "listenerPath",
-                "listenerMetadata",
-                "syscalls",
-            }
-        ),
-        FIELD,
-    )
+    _known_keys(seccomp, _SECCOMP_KEYS, FIELD)
     if "defaultAction" not in seccomp:
         raise InvalidArgument(f"{FIELD}.defaultAction: missing")
     default = action_value(
@@ -358,9 +444,10 @@ def _skeleton(p: Plan) -> Filter:
 
     version = scmp.version()
     api = scmp.api_level()
+    actions = {r.action for r in p.rules}
+    actions.add(p.default_action)
     for action, (name, level) in _ACTION_API.items():
-        used = p.default_action == action or any(r.action == action for r in p.rules)
-        if used and api < level:
+        if action in actions and api < level:
             raise Unimplemented(
                 f"{FIELD}: {name} needs a newer kernel or libseccomp (api level {api} < {level})"
             )
