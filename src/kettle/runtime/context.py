@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
-import json
 import os
 import sys
 
@@ -26,10 +24,12 @@ def default_root() -> str:
 
 
 def now_rfc3339(nano: bool = True) -> str:
-    t = datetime.datetime.now(datetime.UTC)
-    if not nano:
-        return t.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return t.strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
+    # time rather than datetime: datetime costs ~1.4 ms to import on every runtime start.
+    import time
+
+    ns = time.time_ns()
+    base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 1_000_000_000))
+    return f"{base}.{ns % 1_000_000_000:09d}Z" if nano else f"{base}Z"
 
 
 class Logger:
@@ -46,6 +46,8 @@ class Logger:
             return
         out = self.stream or sys.stderr
         if self.json_format:
+            from kettle.runtime import jsonio as json
+
             line = json.dumps({"level": level, "msg": msg, "time": now_rfc3339(False)})
         else:
             line = f'time="{now_rfc3339(False)}" level={level} msg="{msg}"'

@@ -303,9 +303,13 @@ def _converse(
                 raise Internal("container init exited before it was ready")
             cleanup.pid_start = start
             st.pid, st.pid_start = init_pid, start
+            # The init builds its mounts while we move it into its cgroup (the kernel makes
+            # that first write wait for an RCU grace period, ~10 ms); it waits for
+            # "cgroup-done" before its first cgroup mount and its cgroup namespace.
+            sync.send(chan, "go", pid=init_pid)
             mgr.apply(init_pid)
             ctx.store.save(st)
-            sync.send(chan, "go", pid=init_pid)
+            sync.send(chan, "cgroup-done")
         elif kind == "hooks":
             state = st.oci_state(Status.CREATING)
             hooks.run(st.config.get("hooks"), "prestart", state)
@@ -353,13 +357,20 @@ def _container_main(
         st.pid = int(sync.expect(chan, "go")["pid"])
         linux = config.get("linux") or {}
         process = config["process"]
-        if "cgroup" in plan.new:
-            sc.unshare(sc.CLONE_NEWCGROUP)
         os.setsid()
         # Relative bind-mount sources are relative to the bundle (runtime spec).
         os.chdir(st.bundle)
         userns = plan.has("user")
-        rootfs_mod.prepare(config, rootfs, userns=userns, rootless=st.rootless)
+
+        def joined_cgroup() -> None:
+            sync.expect(chan, "cgroup-done")
+            # Only now: the namespace's root is the cgroup we are in when we unshare it.
+            if "cgroup" in plan.new:
+                sc.unshare(sc.CLONE_NEWCGROUP)
+
+        rootfs_mod.prepare(
+            config, rootfs, userns=userns, rootless=st.rootless, before_cgroup=joined_cgroup
+        )
         if process.get("terminal"):
             assert console is not None
             _setup_console(console, rootfs, process)

@@ -7,12 +7,12 @@ warning and the remaining hooks still run.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
 
 from kettle.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument
+from kettle.runtime import jsonio as json
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 
 from kettle.errors import FailedPrecondition, InvalidArgument, NotFound, oserror_text
 from kettle.runtime import hooks
@@ -74,6 +73,8 @@ def start(ctx: Context, container_id: str) -> None:
     with store.locked(container_id):
         st = store.load(container_id)
         check_transition(container_id, "start", status_of(st))
+        import socket  # only start needs it: ~3 ms to import
+
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         here = os.open(".", os.O_RDONLY | os.O_CLOEXEC)
         try:
@@ -97,8 +98,7 @@ def start(ctx: Context, container_id: str) -> None:
         except FileNotFoundError:
             pass  # a concurrent start removed it
         if chunks:
-            import json
-
+            from kettle.runtime import jsonio as json
             from kettle.runtime.create import error_from_child
 
             raise error_from_child(json.loads(b"".join(chunks)))

@@ -109,19 +109,35 @@ def _namespaces(spec: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 # --- prepare ---------------------------------------------------------------------------------
 
 
-def prepare(spec: Mapping[str, Any], rootfs: str, *, userns: bool, rootless: bool) -> None:
+def prepare(
+    spec: Mapping[str, Any],
+    rootfs: str,
+    *,
+    userns: bool,
+    rootless: bool,
+    before_cgroup: Callable[[], None] | None = None,
+) -> None:
     """Mount everything the spec asks for under rootfs, and fill /dev when the spec mounts it.
 
     userns: the process is in a user namespace (no mknod; host mounts' flags are locked).
     rootless: not root on the host (devices are bound from the host, like userns).
+    before_cgroup: called once, right before the first cgroup mount (or at the end when there
+    is none): the runtime joins the container's cgroup meanwhile, which costs the kernel an
+    RCU grace period, so the mounts before it overlap that wait.
     """
     try:
-        _prepare(spec, os.path.realpath(rootfs), userns, rootless)
+        _prepare(spec, os.path.realpath(rootfs), userns, rootless, before_cgroup)
     except OSError as e:
         raise _kettle_error("prepare", e) from None
 
 
-def _prepare(spec: Mapping[str, Any], rootfs: str, userns: bool, rootless: bool) -> None:
+def _prepare(
+    spec: Mapping[str, Any],
+    rootfs: str,
+    userns: bool,
+    rootless: bool,
+    before_cgroup: Callable[[], None] | None = None,
+) -> None:
     linux = spec.get("linux") or {}
     spec_mounts = mounts.parse_mounts(spec)
     spec_devices = devices.parse_devices(linux.get("devices"))
@@ -153,7 +169,12 @@ def _prepare(spec: Mapping[str, Any], rootfs: str, userns: bool, rootless: bool)
             new_netns=any(ns.get("type") == "network" and not ns.get("path") for ns in nss),
         )
         for m in spec_mounts:
+            if before_cgroup is not None and m.type in ("cgroup", "cgroup2"):
+                before_cgroup()
+                before_cgroup = None
             _mount(ctx, m)
+        if before_cgroup is not None:
+            before_cgroup()
         dev = dev_kind(spec_mounts)
         bind_nodes = userns or rootless
         if dev == "own":

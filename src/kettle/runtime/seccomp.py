@@ -575,7 +575,8 @@ def container_process_state(
     oci_version: str = "1.0.2",
 ) -> bytes:
     """The JSON that goes to listenerPath with the notify fd (OCI "containerProcessState")."""
-    import json
+    # jsonio, not json: this may run after pivot_root, where only preloaded modules import.
+    from kettle.runtime import jsonio as json
 
     return json.dumps(
         {

@@ -7,10 +7,10 @@ are refused loudly, never ignored.
 
 from __future__ import annotations
 
-import json
 import os
 
 from kettle.errors import FailedPrecondition, InvalidArgument, NotFound, oserror_text
+from kettle.runtime import jsonio as json
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import enum
 import fcntl
-import json
 import os
-from contextlib import contextmanager
 
 from kettle.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from kettle.runtime import jsonio as json
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from typing import Any
 
 STATE_FILE = "state.json"
@@ -231,18 +229,31 @@ class Store:
             os.unlink(os.path.join(d, name))
         os.rmdir(d)
 
-    @contextmanager
-    def locked(self, container_id: str) -> Iterator[None]:
-        d = self.dir(container_id)
+    def locked(self, container_id: str) -> _Lock:
+        """An exclusive flock on the container's lock file, for a with-block."""
+        return _Lock(os.path.join(self.dir(container_id), "lock"), container_id)
+
+
+class _Lock:
+    # A class rather than contextlib.contextmanager: contextlib costs ~1 ms a start.
+    def __init__(self, path: str, container_id: str) -> None:
+        self.path = path
+        self.container_id = container_id
+        self.fd = -1
+
+    def __enter__(self) -> None:
         try:
-            fd = os.open(os.path.join(d, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except FileNotFoundError:
-            raise NotFound(f"container {container_id} does not exist") from None
+            raise NotFound(f"container {self.container_id} does not exist") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
 
 
 def current_status(st: ContainerState, frozen: bool | None = None) -> Status:

@@ -7,10 +7,10 @@ the end of the conversation, which is how a forked child notices the runtime die
 
 from __future__ import annotations
 
-import json
 import socket
 
 from kettle.errors import Internal
+from kettle.runtime import jsonio as json
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -8,7 +8,6 @@ keeps start-up cheap and accepts exactly what runc's callers send: `--flag value
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 
@@ -193,7 +192,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             systemd_cgroup=bool(g["systemd_cgroup"]),
             rootless=rootless,
         )
-        module = importlib.import_module(f"kettle.runtime.cli.{command}")
+        # __import__ rather than importlib: importing importlib costs ~3 ms a start.
+        name = f"kettle.runtime.cli.{command}"
+        __import__(name)
+        module = sys.modules[name]
         code: int = module.main(ctx, rest)
         return code
     except KettleError as e:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 from kettle.errors import InvalidArgument, oserror_text
+from kettle.runtime import jsonio as json
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
