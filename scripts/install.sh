@@ -22,6 +22,9 @@ packages=(
     gcc libc6-dev python3 python3-venv python3-pip util-linux procps psmisc ca-certificates
     # the image tests: TLS and htpasswd for the private registry, tar for layers
     openssl apache2-utils tar
+    # the OCI runtime-tools validation suite (tests/conformance): Go and its library sources
+    golang-go golang-github-opencontainers-runtime-tools-dev golang-github-google-uuid-dev
+    golang-gopkg-yaml.v2-dev
 )
 export DEBIAN_FRONTEND=noninteractive
 apt-get update

@@ -265,6 +265,9 @@ def finish_process(
     os.umask(int(user.get("umask", 0o022)) if user.get("umask") is not None else 0o022)
     capabilities = process.get("capabilities")
     caps.drop_bounding(capabilities)
+    # Before any seccomp filter: a profile that predates close_range(2) (runtime-tools'
+    # default one, older Docker ones) makes it fail with EPERM once the filter is loaded.
+    _close_extra_fds(preserve_fds)
     notify_fd: int | None = None
     if seccomp and not nnp:
         notify_fd = _load_seccomp(seccomp, state_json, listener)
@@ -293,7 +296,6 @@ def finish_process(
     if notify_fd is not None:
         os.close(notify_fd)
     path = lookup_executable(args, env, cwd)
-    _close_extra_fds(preserve_fds)
     envd: dict[str, str] = {}
     for item in env:
         k, sep, v = item.partition("=")

@@ -17,7 +17,10 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any
 
-# Top-level and linux-level keys the runtime understands; anything else is refused.
+# Top-level and linux-level keys the runtime understands.  Properties the runtime-spec defines
+# but kettle does not implement are refused (_UNSUPPORTED_*); properties the spec does not define
+# at all are ignored, as the spec's extensibility rule requires ("runtimes MUST NOT generate an
+# error if they encounter an unknown property").
 _TOP = {
     "ociVersion",
     "process",
@@ -46,6 +49,8 @@ _LINUX = {
     "personality",
     "intelRdt",
 }
+_UNSUPPORTED_TOP = {"solaris", "windows", "vm", "zos"}
+_UNSUPPORTED_LINUX = {"netDevices", "memoryPolicy"}
 _PROCESS = {
     "terminal",
     "consoleSize",
@@ -94,9 +99,12 @@ def load(bundle: str) -> tuple[dict[str, Any], str]:
     return config, rootfs
 
 
-def _unknown(obj: Mapping[str, Any], known: set[str], where: str) -> None:
+def _unknown(
+    obj: Mapping[str, Any], known: set[str], where: str, unsupported: set[str] | None = None
+) -> None:
+    """Refuse the spec-defined properties in ``unsupported`` (all unknown ones when None)."""
     for key in obj:
-        if key not in known:
+        if key not in known and (unsupported is None or key in unsupported):
             raise InvalidArgument(f"{where}{key}: not supported by kettle-runtime")
 
 
@@ -105,7 +113,7 @@ def validate_process(process: Any, where: str = "process") -> None:
 
     if not isinstance(process, dict):
         raise InvalidArgument(f"{where}: missing")
-    _unknown(process, _PROCESS, f"{where}.")
+    _unknown(process, _PROCESS, f"{where}.", set())
     args = process.get("args")
     if not args or not isinstance(args, list) or not all(isinstance(a, str) for a in args):
         raise InvalidArgument(f"{where}.args: must be a non-empty list of strings")
@@ -144,14 +152,14 @@ def validate_process(process: Any, where: str = "process") -> None:
 def validate(config: Mapping[str, Any]) -> None:
     from kettle.runtime import hooks, mounts, namespaces
 
-    _unknown(config, _TOP, "")
+    _unknown(config, _TOP, "", _UNSUPPORTED_TOP)
     if not isinstance(config.get("ociVersion"), str):
         raise InvalidArgument("ociVersion: missing")
     validate_process(config.get("process"))
     linux = config.get("linux") or {}
     if not isinstance(linux, dict):
         raise InvalidArgument("linux: must be an object")
-    _unknown(linux, _LINUX, "linux.")
+    _unknown(linux, _LINUX, "linux.", _UNSUPPORTED_LINUX)
     plan = namespaces.plan(linux.get("namespaces"))
     if not plan.has("mount"):
         raise InvalidArgument("linux.namespaces: a mount namespace is required")
