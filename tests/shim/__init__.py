@@ -1,0 +1,1 @@
+"""Tests for containerd-shim-kettle-v2."""
