@@ -262,3 +262,33 @@ def test_io_priority(containers: Containers) -> None:
     bundle = containers.bundle()
     bundle.process["ioPriority"] = {"class": "IOPRIO_CLASS_BE", "priority": 5}
     assert run_probe(containers, bundle)["ioprio"] == (2 << 13) | 5
+
+
+@pytest.mark.parametrize("how", ["run", "create+start"])
+def test_container_starts_with_no_ignored_signals(
+    runtime: Runtime, containers: Containers, how: str
+) -> None:
+    # Python ignores SIGPIPE and SIGXFSZ, and ignored dispositions survive execve: the runtime
+    # must reset them, or `yes | head` style pipelines in the container never end.  cat, not
+    # a shell: a busybox shell as pid 1 ignores SIGQUIT itself.
+    bundle = containers.bundle("/bin/cat", "/proc/self/status")
+    if how == "run":
+        result = containers.run(bundle)
+        assert result.returncode == 0, result.describe()
+        out = result.stdout
+    else:
+        containers.start(bundle)
+        runtime.wait_status(bundle.id, "stopped")
+        out = (bundle.path / "create.out").read_text()
+    ignored = [line for line in out.splitlines() if line.startswith("SigIgn:")]
+    assert ignored == ["SigIgn:\t0000000000000000"]
+
+
+def test_home_comes_from_passwd_when_unset(containers: Containers) -> None:
+    # The environment as exec'd, read without a shell (which might invent HOME itself).
+    bundle = containers.bundle("/bin/cat", "/proc/self/environ")
+    bundle.process["env"] = ["PATH=/bin"]
+    bundle.process["user"] = {"uid": 0, "gid": 0}
+    result = containers.run(bundle)
+    assert result.returncode == 0, result.describe()
+    assert sorted(result.stdout.strip("\0").split("\0")) == ["HOME=/root", "PATH=/bin"]

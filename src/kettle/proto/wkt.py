@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import time
-from typing import TypeVar
 
 from kettle.errors import InvalidArgument
 from kettle.proto._wire import Message
 from kettle.proto.any_pb import Any
 from kettle.proto.timestamp_pb import Timestamp
 
-M = TypeVar("M", bound=Message)
+# typing only for the type checker: importing it costs every shim start ~7 ms.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import TypeVar
+
+    M = TypeVar("M", bound=Message)
 
 _NS = 1_000_000_000
 

@@ -12,7 +12,7 @@ from kettle import syscalls as sc
 from kettle.errors import FailedPrecondition, Internal, InvalidArgument, KettleError, oserror_text
 from kettle.runtime import hooks, init, namespaces, spec, sync
 from kettle.runtime.context import Context, now_rfc3339
-from kettle.runtime.state import EXEC_SOCK, ContainerState, Status, proc_start_time
+from kettle.runtime.state import ContainerState, Status, exec_sock_path, proc_start_time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -136,6 +136,7 @@ def create(ctx: Context, container_id: str, opts: CreateOptions) -> ContainerSta
     bundle = os.path.abspath(opts.bundle)
     config, rootfs = spec.load(bundle)
     spec.validate(config)
+    absolute_bind_sources(config, bundle)
     process = config["process"]
     linux = config.get("linux") or {}
     if process.get("terminal") and not (opts.console_socket or opts.console_fd):
@@ -322,18 +323,30 @@ def _converse(
 
 
 def _listen_exec_socket(state_dir: str) -> socket.socket:
-    # A relative name keeps us under the 108-byte sun_path limit for deep --root paths.
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    here = os.open(".", os.O_RDONLY | os.O_CLOEXEC)
+    dir_fd = os.open(state_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        os.chdir(state_dir)
-        sock.bind(EXEC_SOCK)
-        os.chmod(EXEC_SOCK, 0o600)
+        path = exec_sock_path(dir_fd)
+        sock.bind(path)
+        os.chmod(path, 0o600)
+    except BaseException:
+        sock.close()
+        raise
     finally:
-        os.fchdir(here)
-        os.close(here)
+        os.close(dir_fd)
     sock.listen(1)
     return sock
+
+
+def absolute_bind_sources(config: dict[str, Any], bundle: str) -> None:
+    """Relative bind-mount sources are relative to the bundle (runtime spec): make them
+    absolute here, so the init needs no chdir into a bundle its user may not enter."""
+    for m in config.get("mounts") or ():
+        source = m.get("source")
+        options = m.get("options") or ()
+        is_bind = m.get("type") == "bind" or "bind" in options or "rbind" in options
+        if is_bind and isinstance(source, str) and source and not source.startswith("/"):
+            m["source"] = os.path.join(bundle, source)
 
 
 # --- the container's init (N) ------------------------------------------------------------------
@@ -358,8 +371,6 @@ def _container_main(
         linux = config.get("linux") or {}
         process = config["process"]
         os.setsid()
-        # Relative bind-mount sources are relative to the bundle (runtime spec).
-        os.chdir(st.bundle)
         userns = plan.has("user")
 
         def joined_cgroup() -> None:

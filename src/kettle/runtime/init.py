@@ -53,6 +53,7 @@ def preload(process: Mapping[str, Any], seccomp: Mapping[str, Any] | None) -> No
     """
     import array  # noqa: F401 - console fd passing
     import fcntl  # noqa: F401
+    import signal  # noqa: F401 - dispositions reset before execve
     import struct  # noqa: F401
     import termios  # noqa: F401 - pty set-up in exec
 
@@ -296,12 +297,33 @@ def finish_process(
     if notify_fd is not None:
         os.close(notify_fd)
     path = lookup_executable(args, env, cwd)
+    # Python ignores SIGPIPE and SIGXFSZ; ignored signals survive execve, and the container's
+    # program must start with the default dispositions (as under runc).
+    import signal
+
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
     envd: dict[str, str] = {}
     for item in env:
         k, sep, v = item.partition("=")
         if sep:
             envd[k] = v
+    if "HOME" not in envd:
+        envd["HOME"] = home_of(uid)
     return path, args, envd
+
+
+def home_of(uid: int) -> str:
+    """HOME for a process whose spec sets none: the container's /etc/passwd, else "/" (runc)."""
+    try:
+        with open("/etc/passwd", "rb") as f:
+            for raw in f:
+                fields = raw.decode(errors="replace").rstrip("\n").split(":")
+                if len(fields) >= 6 and fields[2] == str(uid):
+                    return fields[5] or "/"
+    except OSError:
+        pass  # no passwd file in the image: "/" is what runc gives too
+    return "/"
 
 
 def _load_seccomp(

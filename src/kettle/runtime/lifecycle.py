@@ -14,6 +14,7 @@ from kettle.runtime.state import (
     Status,
     check_transition,
     current_status,
+    exec_sock_path,
     is_alive,
 )
 
@@ -76,17 +77,16 @@ def start(ctx: Context, container_id: str) -> None:
         import socket  # only start needs it: ~3 ms to import
 
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        here = os.open(".", os.O_RDONLY | os.O_CLOEXEC)
+        dir_fd = os.open(store.dir(container_id), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            os.chdir(store.dir(container_id))
-            sock.connect(EXEC_SOCK)
+            sock.connect(exec_sock_path(dir_fd))
         except OSError as e:
+            sock.close()
             raise FailedPrecondition(
                 f"cannot start container {container_id}: {oserror_text(e)}"
             ) from None
         finally:
-            os.fchdir(here)
-            os.close(here)
+            os.close(dir_fd)
         # The init execs with this connection close-on-exec: EOF means the program runs, a
         # message means it failed first.
         chunks = []

@@ -23,6 +23,16 @@ if TYPE_CHECKING:
 STATE_FILE = "state.json"
 EXEC_SOCK = "exec.sock"
 
+
+def exec_sock_path(dir_fd: int) -> str:
+    """exec.sock named through an fd of the state directory.
+
+    Short whatever --root is (sun_path holds 108 bytes) and with no chdir, which would not
+    be safe in a multi-threaded caller such as the shim.
+    """
+    return f"/proc/self/fd/{dir_fd}/{EXEC_SOCK}"
+
+
 # runc accepts ids of word characters, "+", "-" and "."; anything else (path separators,
 # "..") is refused.  Checked without `re`, which costs ~7 ms to import on every runtime start.
 _ID_EXTRA = frozenset("+-._")
