@@ -56,18 +56,22 @@ fi
 # compat mode: a .pth path entry instead of an import hook, so the runtime's startup stays cheap.
 "$venv/bin/python" -m pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
 
-# kettle-runtime starts once per container operation, so its launcher is our own rather than
-# pip's: `-IS` skips site (and with it every .pth file) and user paths, ~5 ms a start, and pip's
-# template would also import re (~6 ms).  It needs nothing outside the standard library.
-cat >"$venv/bin/kettle-runtime" <<LAUNCHER
+# kettle-runtime and the shim start once per container operation, so their launchers are our
+# own rather than pip's: `-IS` skips site (and with it every .pth file) and user paths, ~5 ms a
+# start, and pip's template would also import re (~6 ms).  Both need only the standard library.
+write_launcher() { # NAME MODULE
+    cat >"$venv/bin/$1" <<LAUNCHER
 #!$venv/bin/python -IS
 # Written by scripts/install.sh (see there for why this is not pip's launcher).
 import sys
 sys.path.insert(0, "$repo/src")
-from kettle.runtime.cli import main
+from $2 import main
 sys.exit(main())
 LAUNCHER
-chmod 0755 "$venv/bin/kettle-runtime"
+    chmod 0755 "$venv/bin/$1"
+}
+write_launcher kettle-runtime kettle.runtime.cli
+write_launcher containerd-shim-kettle-v2 kettle.shim.main
 # Bytecode ahead of time: a start must never pay for compiling (PYTHONDONTWRITEBYTECODE may be
 # set, and an unprivileged user cannot write __pycache__ here).
 "$venv/bin/python" -m compileall -q "$repo/src" >/dev/null
