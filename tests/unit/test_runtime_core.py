@@ -375,3 +375,35 @@ def test_hook_timeout() -> None:
     slow = {"path": "/bin/sh", "args": ["sh", "-c", "sleep 5"], "timeout": 1}
     with pytest.raises(DeadlineExceeded, match="timed out"):
         hooks.run({"prestart": [slow]}, "prestart", {})
+
+
+def test_status_members_are_singletons_looked_up_by_value() -> None:
+    import pickle
+
+    assert Status("running") is Status.RUNNING
+    assert Status.STOPPED.value == "stopped"
+    assert pickle.loads(pickle.dumps(Status.PAUSED)) is Status.PAUSED
+    assert repr(Status.CREATED) == "Status.CREATED"
+    with pytest.raises(ValueError, match="not a valid container status"):
+        Status("exploded")
+
+
+def test_runtime_start_path_imports_stay_lean() -> None:
+    # Every kettle-runtime start pays for these; they were ~20 ms before being cut out.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from kettle.runtime.cli import main; "
+        "import kettle.runtime.create, kettle.runtime.lifecycle, kettle.runtime.state; "
+        "heavy = {'json', 're', 'enum', 'typing', 'dataclasses', 'socket', 'subprocess', "
+        "'datetime', 'contextlib', 'importlib.util', 'inspect'}; "
+        "print(sorted(heavy & set(sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-IS", "-c", f"import sys; sys.path[:0] = {sys.path!r}; {code}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == "[]"

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import _socket as socket  # not socket.py: its enums and selectors cost ~4 ms a start
 import os
-import signal
-import socket
 import time
 
 from kettle import errors
@@ -18,6 +17,12 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any, NoReturn
+
+if TYPE_CHECKING:
+    import signal
+else:
+    # The C module: signal.py wraps it in enums, which cost ~4 ms on every runtime start.
+    import _signal as signal
 
 
 class CreateOptions:
@@ -422,7 +427,8 @@ def _container_main(
     # Blocked until `start` connects; a dead runtime cannot unblock us, only start or kill.
     conn: socket.socket | None = None
     try:
-        conn, _ = listener.accept()
+        # _socket's accept: accept4 with SOCK_CLOEXEC, returning the bare fd.
+        conn = socket.socket(fileno=listener._accept()[0])  # type: ignore[attr-defined]
         listener.close()
         inside = st.oci_state(Status.CREATED)
         inside["pid"] = os.getpid()

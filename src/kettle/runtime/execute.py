@@ -8,8 +8,8 @@ EOF means execve succeeded, a message means a step failed.
 
 from __future__ import annotations
 
+import _socket as socket  # not socket.py: its enums and selectors cost ~4 ms a start
 import os
-import socket
 
 from kettle import syscalls as sc
 from kettle.errors import FailedPrecondition, Internal
@@ -21,6 +21,7 @@ from kettle.runtime.state import ContainerState, Status, check_transition
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import socket as stdsocket
     from collections.abc import Mapping
     from typing import Any, NoReturn
 
@@ -132,7 +133,7 @@ def _intermediate(
     console: socket.socket | None,
     preserve_fds: int,
     userns: bool,
-    listener: socket.socket | None,
+    listener: stdsocket.socket | None,
     st: ContainerState,
 ) -> NoReturn:
     try:
@@ -156,7 +157,7 @@ def _exec_main(
     console: socket.socket | None,
     preserve_fds: int,
     userns: bool,
-    listener: socket.socket | None,
+    listener: stdsocket.socket | None,
     st: ContainerState,
 ) -> NoReturn:
     try:

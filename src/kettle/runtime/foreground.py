@@ -7,9 +7,8 @@ ours to collect; every signal we can catch is forwarded to it.
 
 from __future__ import annotations
 
+import _socket as socket  # not socket.py: its enums and selectors cost ~4 ms a start
 import os
-import signal
-import socket
 import sys
 
 from kettle import syscalls as sc
@@ -18,6 +17,12 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
     from types import FrameType
+
+if TYPE_CHECKING:
+    import signal
+else:
+    # The C module: signal.py wraps it in enums, which cost ~4 ms on every runtime start.
+    import _signal as signal
 
 _UNCATCHABLE = {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD}
 

@@ -16,8 +16,8 @@ exits; nothing here returns to the caller's code.
 
 from __future__ import annotations
 
+import _socket as socket  # not socket.py: its enums and selectors cost ~4 ms a start
 import os
-import socket
 import sys
 
 from kettle import syscalls as sc
@@ -26,6 +26,7 @@ from kettle.runtime import namespaces, sync
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import socket as stdsocket
     from collections.abc import Mapping
     from typing import Any, NoReturn
 
@@ -51,9 +52,9 @@ def preload(process: Mapping[str, Any], seccomp: Mapping[str, Any] | None) -> No
     namespace (exec), the interpreter's own files are out of reach: a lazy import there fails
     with ModuleNotFoundError, and libseccomp could no longer be loaded.
     """
+    import _signal  # type: ignore[import-not-found]  # noqa: F401 - reset before execve
     import array  # noqa: F401 - console fd passing
     import fcntl  # noqa: F401
-    import signal  # noqa: F401 - dispositions reset before execve
     import struct  # noqa: F401
     import termios  # noqa: F401 - pty set-up in exec
 
@@ -62,6 +63,8 @@ def preload(process: Mapping[str, Any], seccomp: Mapping[str, Any] | None) -> No
     if process.get("terminal"):
         import tty  # noqa: F401
     if seccomp:
+        import socket  # noqa: F401 - send_fds, for the seccomp agent
+
         from kettle.runtime import seccomp as sec
         from kettle.syscalls import seccomp as scmp  # noqa: F401
 
@@ -245,7 +248,7 @@ def finish_process(
     preserve_fds: int,
     setgroups_allowed: bool,
     state_json: bytes | None = None,
-    listener: socket.socket | None = None,
+    listener: stdsocket.socket | None = None,
 ) -> tuple[str, list[str], dict[str, str]]:
     """Switch to the process's identity and confinement; return what to exec.
 
@@ -299,10 +302,10 @@ def finish_process(
     path = lookup_executable(args, env, cwd)
     # Python ignores SIGPIPE and SIGXFSZ; ignored signals survive execve, and the container's
     # program must start with the default dispositions (as under runc).
-    import signal
+    import _signal
 
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+    _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)
+    _signal.signal(_signal.SIGXFSZ, _signal.SIG_DFL)
     envd: dict[str, str] = {}
     for item in env:
         k, sep, v = item.partition("=")
@@ -327,7 +330,7 @@ def home_of(uid: int) -> str:
 
 
 def _load_seccomp(
-    seccomp: Mapping[str, Any], state_json: bytes | None, listener: socket.socket | None
+    seccomp: Mapping[str, Any], state_json: bytes | None, listener: stdsocket.socket | None
 ) -> int | None:
     """Load the filter; with SCMP_ACT_NOTIFY the fd goes to the agent on ``listener``.
 
@@ -338,7 +341,7 @@ def _load_seccomp(
     return sec.load(seccomp, listener_state=state_json or b"{}", listener=listener)
 
 
-def connect_seccomp_listener(seccomp: Mapping[str, Any] | None) -> socket.socket | None:
+def connect_seccomp_listener(seccomp: Mapping[str, Any] | None) -> stdsocket.socket | None:
     if not seccomp or not seccomp.get("listenerPath"):
         return None
     from kettle.runtime import seccomp as sec

@@ -7,7 +7,7 @@ the end of the conversation, which is how a forked child notices the runtime die
 
 from __future__ import annotations
 
-import socket
+import _socket as socket  # not socket.py: its enums and selectors cost ~4 ms a start
 
 from kettle.errors import Internal
 from kettle.runtime import jsonio as json
