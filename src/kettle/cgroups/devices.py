@@ -13,7 +13,8 @@ on c *:* does not let v1 open /dev/null read-write; the BPF filter does).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+# _collections_abc is loaded with the interpreter; collections.abc imports collections (~2 ms).
+from _collections_abc import Mapping
 
 from kettle.errors import InvalidArgument
 

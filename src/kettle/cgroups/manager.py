@@ -6,7 +6,8 @@ checkers and code that asks for ``kettle.cgroups.Manager`` load it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+# _collections_abc is loaded with the interpreter; collections.abc imports collections (~2 ms).
+from _collections_abc import Mapping
 from typing import Any, Protocol
 
 

@@ -8,7 +8,8 @@ capabilities object gets none at all, as with runc.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+# _collections_abc is loaded with the interpreter; collections.abc imports collections (~2 ms).
+from _collections_abc import Iterable, Mapping
 
 from kettle import syscalls as sc
 from kettle.errors import InvalidArgument, SyscallError

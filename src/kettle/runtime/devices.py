@@ -11,7 +11,9 @@ import errno
 import os
 import posixpath
 import stat
-from collections.abc import Mapping, Sequence
+
+# _collections_abc is loaded with the interpreter; collections.abc imports collections (~2 ms).
+from _collections_abc import Mapping, Sequence
 
 from kettle import syscalls as sc
 from kettle.errors import InvalidArgument, SyscallError

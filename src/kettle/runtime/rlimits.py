@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import resource
-from collections.abc import Mapping
+
+# _collections_abc is loaded with the interpreter; collections.abc imports collections (~2 ms).
+from _collections_abc import Mapping
 
 from kettle import syscalls as sc
 from kettle.errors import FailedPrecondition, InvalidArgument, SyscallError
