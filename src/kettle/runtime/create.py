@@ -476,7 +476,6 @@ _TIOCGPTN = 0x80045430
 
 def _setup_console(console: socket.socket, rootfs: str, process: Mapping[str, Any]) -> None:
     """Open a pty on the container's devpts, send the master to the console socket."""
-    import array
     import fcntl
     import struct
     import termios
@@ -502,7 +501,7 @@ def _setup_console(console: socket.socket, rootfs: str, process: Mapping[str, An
         rootfs_mod.bind_console(rootfs, slave_path)
         console.sendmsg(
             [b"/dev/ptmx"],
-            [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [master]).tobytes())],
+            [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", master))],
         )
     finally:
         os.close(master)

@@ -185,7 +185,6 @@ def _exec_main(
 
 
 def _exec_console(console: socket.socket, process: Mapping[str, Any]) -> None:
-    import array
     import fcntl
     import struct
     import termios
@@ -197,7 +196,7 @@ def _exec_console(console: socket.socket, process: Mapping[str, Any]) -> None:
         fcntl.ioctl(slave, termios.TIOCSWINSZ, ws)
     console.sendmsg(
         [b"/dev/ptmx"],
-        [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [master]).tobytes())],
+        [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", master))],
     )
     os.close(master)
     console.close()
