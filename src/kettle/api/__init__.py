@@ -1,0 +1,13 @@
+"""kettled's client API, proto package `kettle.v1` (kettle.proto; messages in kettle_pb).
+
+gRPC carries these messages with generic handlers and Kettle's own codec (kettle.proto._wire),
+so neither grpcio-tools nor protobuf is needed at run time."""
+
+from __future__ import annotations
+
+SERVICE = "kettle.v1.Kettle"
+#: methods whose response is a stream (the generated Service table does not record it).
+SERVER_STREAMING = frozenset(("PullImage", "Logs"))
+#: default socket of kettled.
+DEFAULT_ADDRESS = "/run/kettle/kettle.sock"
+API_VERSION = "v1"

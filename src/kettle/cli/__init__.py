@@ -1,0 +1,1 @@
+"""kctl: Kettle's command line, in Docker's idiom, talking to kettled."""

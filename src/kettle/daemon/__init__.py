@@ -1,0 +1,1 @@
+"""kettled: the daemon that owns images and containers and drives their shims."""
