@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job for now: build a busybox OCI bundle from Debian's busybox-static in a temporary
-# directory and run a container from it in the foreground with kettle-runtime.
+# The main job: (1) build a busybox OCI bundle from Debian's busybox-static in a temporary
+# directory and run a container from it in the foreground with kettle-runtime; (2) the same
+# image through the engine: a local registry, kettled and kctl (scripts/demo-kettled.sh).
 # Usage: scripts/demo.sh [--no-install]   (installs first unless --no-install)
 set -euo pipefail
 
@@ -49,3 +50,5 @@ with open(path, "w") as f:
 PY
 
 "$runtime" run --bundle "$bundle" "$id"
+
+"$repo/scripts/demo-kettled.sh" --no-install
