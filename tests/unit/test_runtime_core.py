@@ -407,3 +407,17 @@ def test_runtime_start_path_imports_stay_lean() -> None:
         check=True,
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_force_delete_removes_an_interrupted_create(tmp_path: Path) -> None:
+    # A create that died half-way leaves a "creating" record with no pid: --force must clear it.
+    from kettle.runtime.context import Context
+    from kettle.runtime.lifecycle import delete
+
+    ctx = Context(root=str(tmp_path / "root"))
+    ctx.store.create_dir("half")
+    ctx.store.save(ContainerState(id="half", bundle="/b", rootfs="/r"))
+    with pytest.raises(FailedPrecondition, match="not stopped: creating"):
+        delete(ctx, "half")
+    delete(ctx, "half", force=True)
+    assert ctx.store.ids() == []

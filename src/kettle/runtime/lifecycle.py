@@ -190,12 +190,12 @@ def delete(ctx: Context, container_id: str, force: bool = False) -> None:
             return
         raise
     status = status_of(st)
-    if force and status in (Status.RUNNING, Status.PAUSED):
+    if status is not Status.STOPPED:
+        # Without --force only a created container may go (runc); with it, anything,
+        # including one whose create was interrupted (still "creating").
+        if not force:
+            check_transition(container_id, "delete", status)
         _kill_everything(st)
-    elif status is not Status.STOPPED:
-        check_transition(container_id, "delete", status)
-        if status in (Status.CREATED, Status.CREATING):
-            _kill_everything(st)
     _destroy(ctx, st)
 
 
