@@ -140,6 +140,11 @@ def grpc_code(exc: BaseException) -> int:
     return 2
 
 
+def from_code_name(name: str, message: str) -> KettleError:
+    """The Kettle error for a code name (``KettleError.code``) carried across a process edge."""
+    return _BY_CODE.get(name, Internal)(message)
+
+
 def from_grpc_code(code: int, message: str) -> KettleError:
     """The Kettle error for a status received from a peer."""
     for name, number in GRPC_CODES.items():

@@ -47,21 +47,10 @@ class CreateOptions:
 
 
 def error_from_child(msg: Mapping[str, Any]) -> KettleError:
-    code = str(msg.get("code", "INTERNAL"))
-    text = str(msg.get("msg", "container init failed"))
-    for cls in (
-        errors.InvalidArgument,
-        errors.NotFound,
-        errors.FailedPrecondition,
-        errors.PermissionDenied,
-        errors.AlreadyExists,
-        errors.DeadlineExceeded,
-        errors.ResourceExhausted,
-        errors.Unimplemented,
-    ):
-        if cls.code == code:
-            return cls(text)
-    return Internal(text)
+    """The error a forked child reported with init.child_fail, as the same class."""
+    return errors.from_code_name(
+        str(msg.get("code", "INTERNAL")), str(msg.get("msg", "container init failed"))
+    )
 
 
 def write_pid_file(path: str, pid: int) -> None:
@@ -228,38 +217,33 @@ def _spawn(
 ) -> None:
     linux = config.get("linux") or {}
     process = config["process"]
-    parent, child = sync.pair()
-    listener = _listen_exec_socket(state_dir)
-    console: socket.socket | None = opts.console_fd
-    if console is None and opts.console_socket:
-        console = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            console.connect(opts.console_socket)
-        except OSError as e:
-            console.close()
-            raise InvalidArgument(
-                f"--console-socket {opts.console_socket}: connect: {oserror_text(e)}"
-            ) from None
-    init.preload(process, linux.get("seccomp"))
-    opened = namespaces.open_joins(plan)
     hook_cfg = config.get("hooks") or {}
     need_runtime_hooks = bool(hook_cfg.get("prestart") or hook_cfg.get("createRuntime"))
-    pid = os.fork()
+    parent, child = sync.pair()
+    listener: socket.socket | None = None
+    console: socket.socket | None = opts.console_fd
+    opened: list[tuple[str, int, str]] = []
+    try:
+        listener = _listen_exec_socket(state_dir)
+        if console is None and opts.console_socket:
+            console = init.connect_console(opts.console_socket)
+        init.preload(process, linux.get("seccomp"))
+        opened = namespaces.open_joins(plan)
+        pid = os.fork()
+    except BaseException:
+        init.close_quietly([parent, child, listener, console], [fd for _, fd, _ in opened])
+        raise
     if pid == 0:  # intermediate, then container init
         parent.close()
 
         def body() -> NoReturn:
+            assert listener is not None
             _container_main(
                 child, listener, console, st, opts, config, rootfs, plan, need_runtime_hooks
             )
 
         init.intermediate(child, plan, opened, linux.get("timeOffsets"), process, body)
-    child.close()
-    listener.close()
-    if console is not None:
-        console.close()
-    for _, fd, _ in opened:
-        os.close(fd)
+    init.close_quietly([child, listener, console], [fd for _, fd, _ in opened])
     try:
         init_pid = _converse(ctx, st, parent, pid, linux, mgr, cleanup, need_runtime_hooks)
     finally:
@@ -475,10 +459,9 @@ _TIOCGPTN = 0x80045430
 
 
 def _setup_console(console: socket.socket, rootfs: str, process: Mapping[str, Any]) -> None:
-    """Open a pty on the container's devpts, send the master to the console socket."""
+    """Open a pty on the container's devpts, bind it on /dev/console, hand it over."""
     import fcntl
     import struct
-    import termios
 
     from kettle.runtime import rootfs as rootfs_mod
 
@@ -486,6 +469,7 @@ def _setup_console(console: socket.socket, rootfs: str, process: Mapping[str, An
     try:
         master = os.open(ptmx, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as e:
+        console.close()
         raise FailedPrecondition(
             f"process.terminal: open {ptmx}: {oserror_text(e)} (is devpts mounted on /dev/pts?)"
         ) from None
@@ -494,22 +478,9 @@ def _setup_console(console: socket.socket, rootfs: str, process: Mapping[str, An
         n = struct.unpack("i", fcntl.ioctl(master, _TIOCGPTN, struct.pack("i", 0)))[0]
         slave_path = os.path.join(rootfs, f"dev/pts/{n}")
         slave = os.open(slave_path, os.O_RDWR | os.O_NOCTTY)
-        size = process.get("consoleSize")
-        if size:
-            ws = struct.pack("HHHH", int(size.get("height", 0)), int(size.get("width", 0)), 0, 0)
-            fcntl.ioctl(slave, termios.TIOCSWINSZ, ws)
         rootfs_mod.bind_console(rootfs, slave_path)
-        console.sendmsg(
-            [b"/dev/ptmx"],
-            [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", master))],
-        )
-    finally:
+    except BaseException:
         os.close(master)
         console.close()
-    # The container's stdio is the pty from now on; the runtime's pipes must not stay open
-    # here, or a caller waiting for EOF on them would hang.
-    for fd in (0, 1, 2):
-        os.dup2(slave, fd)
-    if slave > 2:
-        os.close(slave)
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        raise
+    init.hand_over_pty(console, master, slave, process)

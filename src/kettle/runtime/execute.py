@@ -16,7 +16,7 @@ from kettle.errors import FailedPrecondition, Internal
 from kettle.runtime import init, namespaces, spec, sync
 from kettle.runtime.context import Context
 from kettle.runtime.create import error_from_child, write_pid_file
-from kettle.runtime.lifecycle import _manager, status_of
+from kettle.runtime.lifecycle import manager_of, status_of
 from kettle.runtime.state import ContainerState, Status, check_transition
 
 TYPE_CHECKING = False
@@ -77,30 +77,29 @@ def execute(ctx: Context, container_id: str, opts: ExecOptions) -> int:
         raise FailedPrecondition(
             "cannot allocate tty if runc will detach without setting console socket"
         )
-    mgr = _manager(st)
-    init.preload(process, (st.config.get("linux") or {}).get("seccomp"))
-    opened = _container_namespaces(st)
+    mgr = manager_of(st)
+    seccomp = (st.config.get("linux") or {}).get("seccomp")
+    init.preload(process, seccomp)
     parent, child = sync.pair()
     console = opts.console_fd
-    if console is None and opts.console_socket:
-        console = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        console.connect(opts.console_socket)
-    seccomp = (st.config.get("linux") or {}).get("seccomp")
-    listener = init.connect_seccomp_listener(seccomp)
+    listener = None
+    opened: list[tuple[str, int, str]] = []
+    try:
+        opened = _container_namespaces(st)
+        if console is None and opts.console_socket:
+            console = init.connect_console(opts.console_socket)
+        listener = init.connect_seccomp_listener(seccomp)
+        pid = os.fork()
+    except BaseException:
+        init.close_quietly([parent, child, console, listener], [fd for _, fd, _ in opened])
+        raise
     userns = any(k == "user" for k, _, _ in opened)
-    pid = os.fork()
     if pid == 0:
         parent.close()
         _intermediate(
             child, opened, process, seccomp, console, opts.preserve_fds, userns, listener, st
         )
-    child.close()
-    if listener is not None:
-        listener.close()
-    if console is not None:
-        console.close()
-    for _, fd, _ in opened:
-        os.close(fd)
+    init.close_quietly([child, listener, console], [fd for _, fd, _ in opened])
     try:
         msg = sync.recv(parent)
         if msg is None:
@@ -185,24 +184,7 @@ def _exec_main(
 
 
 def _exec_console(console: socket.socket, process: Mapping[str, Any]) -> None:
-    import fcntl
-    import struct
-    import termios
-
+    # The container's devpts: setns into its mount namespace made /dev/ptmx the container's.
     master, slave = os.openpty()
-    size = process.get("consoleSize")
-    if size:
-        ws = struct.pack("HHHH", int(size.get("height", 0)), int(size.get("width", 0)), 0, 0)
-        fcntl.ioctl(slave, termios.TIOCSWINSZ, ws)
-    console.sendmsg(
-        [b"/dev/ptmx"],
-        [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", master))],
-    )
-    os.close(master)
-    console.close()
     os.setsid()
-    for fd in (0, 1, 2):
-        os.dup2(slave, fd)
-    if slave > 2:
-        os.close(slave)
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    init.hand_over_pty(console, master, slave, process)

@@ -391,6 +391,60 @@ def _close_extra_fds(preserve_fds: int) -> None:
     sc.close_range(first, 0xFFFFFFFF, sc.CLOSE_RANGE_CLOEXEC)
 
 
+def connect_console(path: str) -> socket.socket:
+    """Connect to the caller's --console-socket (a host path, so before any fork)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        sock.connect(path)
+    except OSError as e:
+        sock.close()
+        raise InvalidArgument(f"--console-socket {path}: connect: {oserror_text(e)}") from None
+    return sock
+
+
+def close_quietly(socks: list[socket.socket | None], fds: list[int]) -> None:
+    """Release what a failed set-up opened; each close is attempted whatever the others do."""
+    for s in socks:
+        if s is not None:
+            s.close()
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass  # already closed by the step that failed
+
+
+def hand_over_pty(
+    console: socket.socket, master: int, slave: int, process: Mapping[str, Any]
+) -> None:
+    """Size the pty, send its master to the console socket and make the slave our terminal.
+
+    runc's console protocol: one sendmsg with the name as data and exactly one fd in
+    SCM_RIGHTS.  The caller's stdio must not stay open here afterwards, or a caller waiting
+    for EOF on its pipes (go-runc in terminal mode) would hang: the slave replaces 0, 1 and 2.
+    """
+    import fcntl
+    import struct
+    import termios
+
+    try:
+        size = process.get("consoleSize")
+        if size:
+            ws = struct.pack("HHHH", int(size.get("height", 0)), int(size.get("width", 0)), 0, 0)
+            fcntl.ioctl(slave, termios.TIOCSWINSZ, ws)
+        console.sendmsg(
+            [b"/dev/ptmx"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", master))]
+        )
+    finally:
+        os.close(master)
+        console.close()
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    if slave > 2:
+        os.close(slave)
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
 def exec_or_fail(
     chan: socket.socket | None, path: str, args: list[str], env: dict[str, str]
 ) -> NoReturn:

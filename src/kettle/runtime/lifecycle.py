@@ -29,7 +29,7 @@ else:
     import _signal as signal
 
 
-def _manager(st: ContainerState) -> Any:
+def manager_of(st: ContainerState) -> Any:
     if not st.cgroup:
         return None
     from kettle import cgroups
@@ -40,7 +40,7 @@ def _manager(st: ContainerState) -> Any:
 def status_of(st: ContainerState) -> Status:
     frozen = None
     if st.status in (Status.RUNNING.value, Status.PAUSED.value) and is_alive(st.pid, st.pid_start):
-        mgr = _manager(st)
+        mgr = manager_of(st)
         frozen = bool(mgr is not None and mgr.exists() and mgr.is_frozen())
     return current_status(st, frozen)
 
@@ -145,7 +145,7 @@ def kill(ctx: Context, container_id: str, sig: int, all_processes: bool = False)
     status = status_of(st)
     check_transition(container_id, "kill", status)
     if all_processes:
-        mgr = _manager(st)
+        mgr = manager_of(st)
         if mgr is not None and mgr.exists():
             mgr.kill_all(sig)
             return
@@ -202,7 +202,7 @@ def delete(ctx: Context, container_id: str, force: bool = False) -> None:
 def _kill_everything(st: ContainerState) -> None:
     from kettle.runtime.create import wait_gone
 
-    mgr = _manager(st)
+    mgr = manager_of(st)
     if mgr is not None and mgr.exists():
         if mgr.is_frozen():
             mgr.kill_all(signal.SIGKILL)
@@ -223,7 +223,7 @@ def _kill_everything(st: ContainerState) -> None:
 
 
 def _destroy(ctx: Context, st: ContainerState) -> None:
-    mgr = _manager(st)
+    mgr = manager_of(st)
     if mgr is not None:
         # Without a pid namespace, children of the init may outlive it: they go too.
         if mgr.exists() and mgr.pids():
@@ -236,7 +236,7 @@ def _destroy(ctx: Context, st: ContainerState) -> None:
 def pause(ctx: Context, container_id: str) -> None:
     st = ctx.store.load(container_id)
     check_transition(container_id, "pause", status_of(st))
-    mgr = _manager(st)
+    mgr = manager_of(st)
     if mgr is None:
         raise FailedPrecondition(f"container {container_id} has no cgroup to freeze")
     mgr.freeze()
@@ -245,7 +245,7 @@ def pause(ctx: Context, container_id: str) -> None:
 def resume(ctx: Context, container_id: str) -> None:
     st = ctx.store.load(container_id)
     check_transition(container_id, "resume", status_of(st))
-    _manager(st).thaw()
+    manager_of(st).thaw()
 
 
 def update(ctx: Context, container_id: str, resources: Mapping[str, Any]) -> None:
@@ -253,7 +253,7 @@ def update(ctx: Context, container_id: str, resources: Mapping[str, Any]) -> Non
     with store.locked(container_id):
         st = store.load(container_id)
         check_transition(container_id, "update", status_of(st))
-        mgr = _manager(st)
+        mgr = manager_of(st)
         if mgr is None:
             raise FailedPrecondition(f"container {container_id} has no cgroup to update")
         linux = st.config.get("linux") or {}
@@ -276,7 +276,7 @@ def merge_resources(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str,
 
 def pids(ctx: Context, container_id: str) -> list[int]:
     st = ctx.store.load(container_id)
-    mgr = _manager(st)
+    mgr = manager_of(st)
     if mgr is not None and mgr.exists():
         return sorted(mgr.pids())
     return [st.pid] if is_alive(st.pid, st.pid_start) else []
@@ -286,7 +286,7 @@ def stats(ctx: Context, container_id: str) -> dict[str, Any]:
     st = ctx.store.load(container_id)
     if status_of(st) is Status.STOPPED:
         raise FailedPrecondition(f"container not running: {container_id}")
-    mgr = _manager(st)
+    mgr = manager_of(st)
     if mgr is None:
         return {}
     data: dict[str, Any] = mgr.stats()
@@ -295,5 +295,5 @@ def stats(ctx: Context, container_id: str) -> dict[str, Any]:
 
 def oom_count(ctx: Context, container_id: str) -> int:
     st = ctx.store.load(container_id)
-    mgr = _manager(st)
+    mgr = manager_of(st)
     return int(mgr.oom_kill_count()) if mgr is not None and mgr.exists() else 0
