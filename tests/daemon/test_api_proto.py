@@ -31,8 +31,10 @@ def test_generated_module_is_up_to_date() -> None:
 
 def test_streaming_methods_are_the_protos() -> None:
     text = (API_DIR / "kettle.proto").read_text()
-    streaming = set(re.findall(r"rpc (\w+)\(\w+\) returns \(stream ", text))
+    streaming = set(re.findall(r"rpc (\w+)\((?:stream )?\w+\) returns \(stream ", text))
     assert streaming == kettle.api.SERVER_STREAMING
+    uploads = set(re.findall(r"rpc (\w+)\(stream ", text))
+    assert uploads == kettle.api.CLIENT_STREAMING
     assert set(re.findall(r"rpc (\w+)\(", text)) == set(pb.KETTLE_SERVICE.methods)
 
 

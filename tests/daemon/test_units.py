@@ -15,7 +15,8 @@ from kettle.daemon import spec as specmod
 from kettle.daemon import users
 from kettle.daemon.containers import parse_signal
 from kettle.daemon.logs import LogWriter, read_entries
-from kettle.daemon.main import load_config, parse
+from kettle.daemon.config import load as load_config
+from kettle.daemon.main import parse
 from kettle.daemon.store import Record, Store
 from kettle.errors import AlreadyExists, InvalidArgument, NotFound
 from kettle.image.config import ImageConfig
@@ -192,7 +193,10 @@ def test_kctl_without_kettled_says_how_to_start_it(tmp_path: Path) -> None:
 
 
 def test_kctl_start_does_not_import_grpc() -> None:
-    code = "import sys, kettle.cli.main as m; m.parser(); print('grpc' in sys.modules)"
+    code = (
+        "import sys, kettle.cli.main as m; m.parser(list(m.COMMANDS)); "
+        "print('grpc' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

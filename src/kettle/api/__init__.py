@@ -7,7 +7,20 @@ from __future__ import annotations
 
 SERVICE = "kettle.v1.Kettle"
 #: methods whose response is a stream (the generated Service table does not record it).
-SERVER_STREAMING = frozenset(("PullImage", "Logs"))
+SERVER_STREAMING = frozenset(
+    (
+        "PullImage",
+        "Logs",
+        "Stats",
+        "Exec",
+        "Attach",
+        "CopyOut",
+        "Events",
+        "SaveImages",
+    )
+)
+#: methods whose request is a stream (Exec and Attach stream both ways).
+CLIENT_STREAMING = frozenset(("Exec", "Attach", "CopyIn", "LoadImages"))
 #: default socket of kettled.
 DEFAULT_ADDRESS = "/run/kettle/kettle.sock"
 API_VERSION = "v1"

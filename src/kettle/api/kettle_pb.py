@@ -144,14 +144,33 @@ class CreateContainerRequest(Message):
     __slots__ = (
         "args",
         "auto_remove",
+        "cap_add",
+        "cap_drop",
+        "devices",
         "entrypoint",
         "entrypoint_set",
         "env",
+        "group",
+        "health",
         "hostname",
         "image",
+        "init",
         "labels",
+        "log_opts",
+        "mounts",
         "name",
         "network",
+        "open_stdin",
+        "privileged",
+        "read_only",
+        "resources",
+        "restart",
+        "security_opt",
+        "shm_size",
+        "stop_signal",
+        "stop_timeout",
+        "tty",
+        "ulimits",
         "user",
         "workdir",
     )
@@ -172,6 +191,25 @@ class CreateContainerRequest(Message):
         hostname: str = "",
         network: str = "",
         auto_remove: bool = False,
+        mounts: Sequence[Mount] | None = None,
+        read_only: bool = False,
+        resources: Resources | None = None,
+        shm_size: int = 0,
+        ulimits: Sequence[Ulimit] | None = None,
+        cap_add: Sequence[str] | None = None,
+        cap_drop: Sequence[str] | None = None,
+        privileged: bool = False,
+        security_opt: Sequence[str] | None = None,
+        devices: Sequence[Device] | None = None,
+        init: bool = False,
+        tty: bool = False,
+        open_stdin: bool = False,
+        log_opts: Mapping[str, str] | None = None,
+        restart: RestartPolicy | None = None,
+        health: HealthConfig | None = None,
+        stop_signal: str = "",
+        stop_timeout: int = 0,
+        group: str = "",
     ) -> None:
         self.image = image
         self.args = _wire.new_list(args)
@@ -185,23 +223,255 @@ class CreateContainerRequest(Message):
         self.hostname = hostname
         self.network = network
         self.auto_remove = auto_remove
+        self.mounts = _wire.new_list(mounts)
+        self.read_only = read_only
+        self.resources = resources
+        self.shm_size = shm_size
+        self.ulimits = _wire.new_list(ulimits)
+        self.cap_add = _wire.new_list(cap_add)
+        self.cap_drop = _wire.new_list(cap_drop)
+        self.privileged = privileged
+        self.security_opt = _wire.new_list(security_opt)
+        self.devices = _wire.new_list(devices)
+        self.init = init
+        self.tty = tty
+        self.open_stdin = open_stdin
+        self.log_opts: dict[str, str] = {} if log_opts is None else dict(log_opts)
+        self.restart = restart
+        self.health = health
+        self.stop_signal = stop_signal
+        self.stop_timeout = stop_timeout
+        self.group = group
+
+
+class Mount(Message):
+    __slots__ = (
+        "options",
+        "readonly",
+        "source",
+        "target",
+        "type",
+    )
+    FULL_NAME = "kettle.v1.Mount"
+
+    def __init__(
+        self,
+        *,
+        type: str = "",
+        source: str = "",
+        target: str = "",
+        readonly: bool = False,
+        options: Sequence[str] | None = None,
+    ) -> None:
+        self.type = type
+        self.source = source
+        self.target = target
+        self.readonly = readonly
+        self.options = _wire.new_list(options)
+
+
+class Resources(Message):
+    __slots__ = (
+        "cpu_shares",
+        "cpuset_cpus",
+        "memory",
+        "memory_reservation",
+        "memory_swap",
+        "nano_cpus",
+        "pids_limit",
+    )
+    FULL_NAME = "kettle.v1.Resources"
+
+    def __init__(
+        self,
+        *,
+        memory: int = 0,
+        memory_swap: int = 0,
+        nano_cpus: int = 0,
+        cpu_shares: int = 0,
+        pids_limit: int = 0,
+        cpuset_cpus: str = "",
+        memory_reservation: int = 0,
+    ) -> None:
+        self.memory = memory
+        self.memory_swap = memory_swap
+        self.nano_cpus = nano_cpus
+        self.cpu_shares = cpu_shares
+        self.pids_limit = pids_limit
+        self.cpuset_cpus = cpuset_cpus
+        self.memory_reservation = memory_reservation
+
+
+class Ulimit(Message):
+    __slots__ = (
+        "hard",
+        "name",
+        "soft",
+    )
+    FULL_NAME = "kettle.v1.Ulimit"
+
+    def __init__(
+        self,
+        *,
+        name: str = "",
+        soft: int = 0,
+        hard: int = 0,
+    ) -> None:
+        self.name = name
+        self.soft = soft
+        self.hard = hard
+
+
+class Device(Message):
+    __slots__ = (
+        "container_path",
+        "host_path",
+        "permissions",
+    )
+    FULL_NAME = "kettle.v1.Device"
+
+    def __init__(
+        self,
+        *,
+        host_path: str = "",
+        container_path: str = "",
+        permissions: str = "",
+    ) -> None:
+        self.host_path = host_path
+        self.container_path = container_path
+        self.permissions = permissions
+
+
+class RestartPolicy(Message):
+    __slots__ = (
+        "initial_delay_ms",
+        "max_delay_ms",
+        "max_retries",
+        "multiplier_milli",
+        "name",
+        "reset_after_ms",
+    )
+    FULL_NAME = "kettle.v1.RestartPolicy"
+
+    def __init__(
+        self,
+        *,
+        name: str = "",
+        max_retries: int = 0,
+        initial_delay_ms: int = 0,
+        max_delay_ms: int = 0,
+        multiplier_milli: int = 0,
+        reset_after_ms: int = 0,
+    ) -> None:
+        self.name = name
+        self.max_retries = max_retries
+        self.initial_delay_ms = initial_delay_ms
+        self.max_delay_ms = max_delay_ms
+        self.multiplier_milli = multiplier_milli
+        self.reset_after_ms = reset_after_ms
+
+
+class HealthConfig(Message):
+    __slots__ = (
+        "disabled",
+        "interval_ms",
+        "on_failure",
+        "retries",
+        "start_period_ms",
+        "test",
+        "timeout_ms",
+    )
+    FULL_NAME = "kettle.v1.HealthConfig"
+
+    def __init__(
+        self,
+        *,
+        test: Sequence[str] | None = None,
+        interval_ms: int = 0,
+        timeout_ms: int = 0,
+        retries: int = 0,
+        start_period_ms: int = 0,
+        on_failure: str = "",
+        disabled: bool = False,
+    ) -> None:
+        self.test = _wire.new_list(test)
+        self.interval_ms = interval_ms
+        self.timeout_ms = timeout_ms
+        self.retries = retries
+        self.start_period_ms = start_period_ms
+        self.on_failure = on_failure
+        self.disabled = disabled
+
+
+class HealthResult(Message):
+    __slots__ = (
+        "end_ns",
+        "exit_code",
+        "output",
+        "start_ns",
+    )
+    FULL_NAME = "kettle.v1.HealthResult"
+
+    def __init__(
+        self,
+        *,
+        start_ns: int = 0,
+        end_ns: int = 0,
+        exit_code: int = 0,
+        output: str = "",
+    ) -> None:
+        self.start_ns = start_ns
+        self.end_ns = end_ns
+        self.exit_code = exit_code
+        self.output = output
+
+
+class Health(Message):
+    __slots__ = (
+        "failing_streak",
+        "log",
+        "status",
+    )
+    FULL_NAME = "kettle.v1.Health"
+
+    def __init__(
+        self,
+        *,
+        status: str = "",
+        failing_streak: int = 0,
+        log: Sequence[HealthResult] | None = None,
+    ) -> None:
+        self.status = status
+        self.failing_streak = failing_streak
+        self.log = _wire.new_list(log)
 
 
 class Container(Message):
     __slots__ = (
         "auto_remove",
         "command",
+        "config_json",
         "created_ns",
         "exit_code",
         "finished_ns",
+        "group",
+        "health",
         "id",
         "image",
         "labels",
+        "last_exit_reason",
         "name",
+        "next_restart_ns",
+        "oom_killed",
+        "open_stdin",
         "pid",
+        "restart",
+        "restart_count",
         "spec_json",
         "started_ns",
         "status",
+        "stopped_by_user",
+        "tty",
     )
     FULL_NAME = "kettle.v1.Container"
 
@@ -221,6 +491,17 @@ class Container(Message):
         labels: Mapping[str, str] | None = None,
         auto_remove: bool = False,
         spec_json: str = "",
+        config_json: str = "",
+        tty: bool = False,
+        open_stdin: bool = False,
+        restart: RestartPolicy | None = None,
+        restart_count: int = 0,
+        last_exit_reason: str = "",
+        next_restart_ns: int = 0,
+        health: Health | None = None,
+        group: str = "",
+        stopped_by_user: bool = False,
+        oom_killed: bool = False,
     ) -> None:
         self.id = id
         self.name = name
@@ -235,6 +516,17 @@ class Container(Message):
         self.labels: dict[str, str] = {} if labels is None else dict(labels)
         self.auto_remove = auto_remove
         self.spec_json = spec_json
+        self.config_json = config_json
+        self.tty = tty
+        self.open_stdin = open_stdin
+        self.restart = restart
+        self.restart_count = restart_count
+        self.last_exit_reason = last_exit_reason
+        self.next_restart_ns = next_restart_ns
+        self.health = health
+        self.group = group
+        self.stopped_by_user = stopped_by_user
+        self.oom_killed = oom_killed
 
 
 class ContainerRequest(Message):
@@ -301,8 +593,540 @@ class RemoveContainerRequest(Message):
 
 
 class ListContainersRequest(Message):
-    __slots__ = ("all",)
+    __slots__ = (
+        "all",
+        "filters",
+    )
     FULL_NAME = "kettle.v1.ListContainersRequest"
+
+    def __init__(
+        self,
+        *,
+        all: bool = False,
+        filters: Sequence[str] | None = None,
+    ) -> None:
+        self.all = all
+        self.filters = _wire.new_list(filters)
+
+
+class RenameContainerRequest(Message):
+    __slots__ = (
+        "id",
+        "name",
+    )
+    FULL_NAME = "kettle.v1.RenameContainerRequest"
+
+    def __init__(
+        self,
+        *,
+        id: str = "",
+        name: str = "",
+    ) -> None:
+        self.id = id
+        self.name = name
+
+
+class UpdateContainerRequest(Message):
+    __slots__ = (
+        "id",
+        "resources",
+        "restart",
+        "restart_set",
+    )
+    FULL_NAME = "kettle.v1.UpdateContainerRequest"
+
+    def __init__(
+        self,
+        *,
+        id: str = "",
+        resources: Resources | None = None,
+        restart: RestartPolicy | None = None,
+        restart_set: bool = False,
+    ) -> None:
+        self.id = id
+        self.resources = resources
+        self.restart = restart
+        self.restart_set = restart_set
+
+
+class TopRequest(Message):
+    __slots__ = ("id",)
+    FULL_NAME = "kettle.v1.TopRequest"
+
+    def __init__(
+        self,
+        *,
+        id: str = "",
+    ) -> None:
+        self.id = id
+
+
+class TopRow(Message):
+    __slots__ = ("cells",)
+    FULL_NAME = "kettle.v1.TopRow"
+
+    def __init__(
+        self,
+        *,
+        cells: Sequence[str] | None = None,
+    ) -> None:
+        self.cells = _wire.new_list(cells)
+
+
+class TopResponse(Message):
+    __slots__ = (
+        "rows",
+        "titles",
+    )
+    FULL_NAME = "kettle.v1.TopResponse"
+
+    def __init__(
+        self,
+        *,
+        titles: Sequence[str] | None = None,
+        rows: Sequence[TopRow] | None = None,
+    ) -> None:
+        self.titles = _wire.new_list(titles)
+        self.rows = _wire.new_list(rows)
+
+
+class ExecConfig(Message):
+    __slots__ = (
+        "args",
+        "detach",
+        "detach_keys",
+        "env",
+        "id",
+        "privileged",
+        "size",
+        "stdin",
+        "tty",
+        "user",
+        "workdir",
+    )
+    FULL_NAME = "kettle.v1.ExecConfig"
+
+    def __init__(
+        self,
+        *,
+        id: str = "",
+        args: Sequence[str] | None = None,
+        env: Sequence[str] | None = None,
+        user: str = "",
+        workdir: str = "",
+        tty: bool = False,
+        stdin: bool = False,
+        detach: bool = False,
+        privileged: bool = False,
+        size: WindowSize | None = None,
+        detach_keys: str = "",
+    ) -> None:
+        self.id = id
+        self.args = _wire.new_list(args)
+        self.env = _wire.new_list(env)
+        self.user = user
+        self.workdir = workdir
+        self.tty = tty
+        self.stdin = stdin
+        self.detach = detach
+        self.privileged = privileged
+        self.size = size
+        self.detach_keys = detach_keys
+
+
+class WindowSize(Message):
+    __slots__ = (
+        "height",
+        "width",
+    )
+    FULL_NAME = "kettle.v1.WindowSize"
+
+    def __init__(
+        self,
+        *,
+        width: int = 0,
+        height: int = 0,
+    ) -> None:
+        self.width = width
+        self.height = height
+
+
+class IOInput(Message):
+    __slots__ = (
+        "attach_id",
+        "close_stdin",
+        "config",
+        "resize",
+        "stdin",
+    )
+    FULL_NAME = "kettle.v1.IOInput"
+
+    def __init__(
+        self,
+        *,
+        config: ExecConfig | None = None,
+        attach_id: str = "",
+        stdin: bytes = b"",
+        close_stdin: bool = False,
+        resize: WindowSize | None = None,
+    ) -> None:
+        self.config = config
+        self.attach_id = attach_id
+        self.stdin = stdin
+        self.close_stdin = close_stdin
+        self.resize = resize
+
+
+class IOOutput(Message):
+    __slots__ = (
+        "data",
+        "exec_id",
+        "exit_code",
+        "exited",
+        "stream",
+    )
+    FULL_NAME = "kettle.v1.IOOutput"
+
+    def __init__(
+        self,
+        *,
+        stream: str = "",
+        data: bytes = b"",
+        exited: bool = False,
+        exit_code: int = 0,
+        exec_id: str = "",
+    ) -> None:
+        self.stream = stream
+        self.data = data
+        self.exited = exited
+        self.exit_code = exit_code
+        self.exec_id = exec_id
+
+
+class CopyOutRequest(Message):
+    __slots__ = (
+        "id",
+        "path",
+    )
+    FULL_NAME = "kettle.v1.CopyOutRequest"
+
+    def __init__(
+        self,
+        *,
+        id: str = "",
+        path: str = "",
+    ) -> None:
+        self.id = id
+        self.path = path
+
+
+class PathStat(Message):
+    __slots__ = (
+        "link_target",
+        "mode",
+        "mtime_ns",
+        "name",
+        "size",
+    )
+    FULL_NAME = "kettle.v1.PathStat"
+
+    def __init__(
+        self,
+        *,
+        name: str = "",
+        size: int = 0,
+        mode: int = 0,
+        mtime_ns: int = 0,
+        link_target: str = "",
+    ) -> None:
+        self.name = name
+        self.size = size
+        self.mode = mode
+        self.mtime_ns = mtime_ns
+        self.link_target = link_target
+
+
+class TarChunk(Message):
+    __slots__ = (
+        "data",
+        "id",
+        "keep_ownership",
+        "path",
+        "stat",
+    )
+    FULL_NAME = "kettle.v1.TarChunk"
+
+    def __init__(
+        self,
+        *,
+        id: str = "",
+        path: str = "",
+        stat: PathStat | None = None,
+        data: bytes = b"",
+        keep_ownership: bool = False,
+    ) -> None:
+        self.id = id
+        self.path = path
+        self.stat = stat
+        self.data = data
+        self.keep_ownership = keep_ownership
+
+
+class EventsRequest(Message):
+    __slots__ = (
+        "filters",
+        "since_ns",
+        "until_ns",
+    )
+    FULL_NAME = "kettle.v1.EventsRequest"
+
+    def __init__(
+        self,
+        *,
+        since_ns: int = 0,
+        until_ns: int = 0,
+        filters: Sequence[str] | None = None,
+    ) -> None:
+        self.since_ns = since_ns
+        self.until_ns = until_ns
+        self.filters = _wire.new_list(filters)
+
+
+class Event(Message):
+    __slots__ = (
+        "action",
+        "attributes",
+        "id",
+        "time_ns",
+        "type",
+    )
+    FULL_NAME = "kettle.v1.Event"
+
+    def __init__(
+        self,
+        *,
+        time_ns: int = 0,
+        type: str = "",
+        action: str = "",
+        id: str = "",
+        attributes: Mapping[str, str] | None = None,
+    ) -> None:
+        self.time_ns = time_ns
+        self.type = type
+        self.action = action
+        self.id = id
+        self.attributes: dict[str, str] = {} if attributes is None else dict(attributes)
+
+
+class StatsRequest(Message):
+    __slots__ = (
+        "ids",
+        "stream",
+    )
+    FULL_NAME = "kettle.v1.StatsRequest"
+
+    def __init__(
+        self,
+        *,
+        ids: Sequence[str] | None = None,
+        stream: bool = False,
+    ) -> None:
+        self.ids = _wire.new_list(ids)
+        self.stream = stream
+
+
+class ContainerStats(Message):
+    __slots__ = (
+        "block_read",
+        "block_write",
+        "cpu_usage_ns",
+        "id",
+        "memory_limit",
+        "memory_usage",
+        "name",
+        "net_rx",
+        "net_tx",
+        "online_cpus",
+        "pids",
+        "read_ns",
+        "system_ns",
+    )
+    FULL_NAME = "kettle.v1.ContainerStats"
+
+    def __init__(
+        self,
+        *,
+        id: str = "",
+        name: str = "",
+        read_ns: int = 0,
+        cpu_usage_ns: int = 0,
+        system_ns: int = 0,
+        online_cpus: int = 0,
+        memory_usage: int = 0,
+        memory_limit: int = 0,
+        pids: int = 0,
+        net_rx: int = 0,
+        net_tx: int = 0,
+        block_read: int = 0,
+        block_write: int = 0,
+    ) -> None:
+        self.id = id
+        self.name = name
+        self.read_ns = read_ns
+        self.cpu_usage_ns = cpu_usage_ns
+        self.system_ns = system_ns
+        self.online_cpus = online_cpus
+        self.memory_usage = memory_usage
+        self.memory_limit = memory_limit
+        self.pids = pids
+        self.net_rx = net_rx
+        self.net_tx = net_tx
+        self.block_read = block_read
+        self.block_write = block_write
+
+
+class StatsResponse(Message):
+    __slots__ = ("stats",)
+    FULL_NAME = "kettle.v1.StatsResponse"
+
+    def __init__(
+        self,
+        *,
+        stats: Sequence[ContainerStats] | None = None,
+    ) -> None:
+        self.stats = _wire.new_list(stats)
+
+
+class ScaleRequest(Message):
+    __slots__ = (
+        "name",
+        "replicas",
+        "start",
+        "template",
+    )
+    FULL_NAME = "kettle.v1.ScaleRequest"
+
+    def __init__(
+        self,
+        *,
+        name: str = "",
+        replicas: int = 0,
+        template: CreateContainerRequest | None = None,
+        start: bool = False,
+    ) -> None:
+        self.name = name
+        self.replicas = replicas
+        self.template = template
+        self.start = start
+
+
+class Group(Message):
+    __slots__ = (
+        "config_json",
+        "members",
+        "name",
+        "replicas",
+    )
+    FULL_NAME = "kettle.v1.Group"
+
+    def __init__(
+        self,
+        *,
+        name: str = "",
+        replicas: int = 0,
+        members: Sequence[str] | None = None,
+        config_json: str = "",
+    ) -> None:
+        self.name = name
+        self.replicas = replicas
+        self.members = _wire.new_list(members)
+        self.config_json = config_json
+
+
+class ListGroupsResponse(Message):
+    __slots__ = ("groups",)
+    FULL_NAME = "kettle.v1.ListGroupsResponse"
+
+    def __init__(
+        self,
+        *,
+        groups: Sequence[Group] | None = None,
+    ) -> None:
+        self.groups = _wire.new_list(groups)
+
+
+class GroupRequest(Message):
+    __slots__ = (
+        "force",
+        "name",
+    )
+    FULL_NAME = "kettle.v1.GroupRequest"
+
+    def __init__(
+        self,
+        *,
+        name: str = "",
+        force: bool = False,
+    ) -> None:
+        self.name = name
+        self.force = force
+
+
+class ImageRequest(Message):
+    __slots__ = ("reference",)
+    FULL_NAME = "kettle.v1.ImageRequest"
+
+    def __init__(
+        self,
+        *,
+        reference: str = "",
+    ) -> None:
+        self.reference = reference
+
+
+class ImageDetail(Message):
+    __slots__ = (
+        "config_json",
+        "image",
+        "manifest_json",
+        "tags",
+    )
+    FULL_NAME = "kettle.v1.ImageDetail"
+
+    def __init__(
+        self,
+        *,
+        image: Image | None = None,
+        config_json: str = "",
+        manifest_json: str = "",
+        tags: Sequence[str] | None = None,
+    ) -> None:
+        self.image = image
+        self.config_json = config_json
+        self.manifest_json = manifest_json
+        self.tags = _wire.new_list(tags)
+
+
+class TagImageRequest(Message):
+    __slots__ = (
+        "source",
+        "target",
+    )
+    FULL_NAME = "kettle.v1.TagImageRequest"
+
+    def __init__(
+        self,
+        *,
+        source: str = "",
+        target: str = "",
+    ) -> None:
+        self.source = source
+        self.target = target
+
+
+class PruneImagesRequest(Message):
+    __slots__ = ("all",)
+    FULL_NAME = "kettle.v1.PruneImagesRequest"
 
     def __init__(
         self,
@@ -310,6 +1134,193 @@ class ListContainersRequest(Message):
         all: bool = False,
     ) -> None:
         self.all = all
+
+
+class PruneImagesResponse(Message):
+    __slots__ = (
+        "deleted",
+        "reclaimed",
+    )
+    FULL_NAME = "kettle.v1.PruneImagesResponse"
+
+    def __init__(
+        self,
+        *,
+        deleted: Sequence[str] | None = None,
+        reclaimed: int = 0,
+    ) -> None:
+        self.deleted = _wire.new_list(deleted)
+        self.reclaimed = reclaimed
+
+
+class DataChunk(Message):
+    __slots__ = ("data",)
+    FULL_NAME = "kettle.v1.DataChunk"
+
+    def __init__(
+        self,
+        *,
+        data: bytes = b"",
+    ) -> None:
+        self.data = data
+
+
+class LoadImagesResponse(Message):
+    __slots__ = ("images",)
+    FULL_NAME = "kettle.v1.LoadImagesResponse"
+
+    def __init__(
+        self,
+        *,
+        images: Sequence[Image] | None = None,
+    ) -> None:
+        self.images = _wire.new_list(images)
+
+
+class SaveImagesRequest(Message):
+    __slots__ = ("references",)
+    FULL_NAME = "kettle.v1.SaveImagesRequest"
+
+    def __init__(
+        self,
+        *,
+        references: Sequence[str] | None = None,
+    ) -> None:
+        self.references = _wire.new_list(references)
+
+
+class LoginRequest(Message):
+    __slots__ = (
+        "password",
+        "server",
+        "username",
+    )
+    FULL_NAME = "kettle.v1.LoginRequest"
+
+    def __init__(
+        self,
+        *,
+        server: str = "",
+        username: str = "",
+        password: str = "",
+    ) -> None:
+        self.server = server
+        self.username = username
+        self.password = password
+
+
+class LogoutRequest(Message):
+    __slots__ = ("server",)
+    FULL_NAME = "kettle.v1.LogoutRequest"
+
+    def __init__(
+        self,
+        *,
+        server: str = "",
+    ) -> None:
+        self.server = server
+
+
+class Volume(Message):
+    __slots__ = (
+        "created_ns",
+        "labels",
+        "mountpoint",
+        "name",
+        "used_by",
+    )
+    FULL_NAME = "kettle.v1.Volume"
+
+    def __init__(
+        self,
+        *,
+        name: str = "",
+        mountpoint: str = "",
+        created_ns: int = 0,
+        labels: Mapping[str, str] | None = None,
+        used_by: Sequence[str] | None = None,
+    ) -> None:
+        self.name = name
+        self.mountpoint = mountpoint
+        self.created_ns = created_ns
+        self.labels: dict[str, str] = {} if labels is None else dict(labels)
+        self.used_by = _wire.new_list(used_by)
+
+
+class VolumeRequest(Message):
+    __slots__ = (
+        "force",
+        "labels",
+        "name",
+    )
+    FULL_NAME = "kettle.v1.VolumeRequest"
+
+    def __init__(
+        self,
+        *,
+        name: str = "",
+        labels: Mapping[str, str] | None = None,
+        force: bool = False,
+    ) -> None:
+        self.name = name
+        self.labels: dict[str, str] = {} if labels is None else dict(labels)
+        self.force = force
+
+
+class ListVolumesResponse(Message):
+    __slots__ = ("volumes",)
+    FULL_NAME = "kettle.v1.ListVolumesResponse"
+
+    def __init__(
+        self,
+        *,
+        volumes: Sequence[Volume] | None = None,
+    ) -> None:
+        self.volumes = _wire.new_list(volumes)
+
+
+class InfoResponse(Message):
+    __slots__ = (
+        "cgroup_version",
+        "containers",
+        "images",
+        "kernel",
+        "paused",
+        "root",
+        "running",
+        "runtime",
+        "state",
+        "stopped",
+        "version",
+    )
+    FULL_NAME = "kettle.v1.InfoResponse"
+
+    def __init__(
+        self,
+        *,
+        version: str = "",
+        root: str = "",
+        state: str = "",
+        cgroup_version: str = "",
+        runtime: str = "",
+        containers: int = 0,
+        running: int = 0,
+        paused: int = 0,
+        stopped: int = 0,
+        images: int = 0,
+        kernel: str = "",
+    ) -> None:
+        self.version = version
+        self.root = root
+        self.state = state
+        self.cgroup_version = cgroup_version
+        self.runtime = runtime
+        self.containers = containers
+        self.running = running
+        self.paused = paused
+        self.stopped = stopped
+        self.images = images
+        self.kernel = kernel
 
 
 class ListContainersResponse(Message):
@@ -328,7 +1339,9 @@ class LogsRequest(Message):
     __slots__ = (
         "follow",
         "id",
+        "since_ns",
         "tail",
+        "until_ns",
     )
     FULL_NAME = "kettle.v1.LogsRequest"
 
@@ -338,14 +1351,19 @@ class LogsRequest(Message):
         id: str = "",
         follow: bool = False,
         tail: int = 0,
+        since_ns: int = 0,
+        until_ns: int = 0,
     ) -> None:
         self.id = id
         self.follow = follow
         self.tail = tail
+        self.since_ns = since_ns
+        self.until_ns = until_ns
 
 
 class LogEntry(Message):
     __slots__ = (
+        "container",
         "line",
         "stream",
         "time_ns",
@@ -358,10 +1376,12 @@ class LogEntry(Message):
         stream: str = "",
         time_ns: int = 0,
         line: bytes = b"",
+        container: str = "",
     ) -> None:
         self.stream = stream
         self.time_ns = time_ns
         self.line = line
+        self.container = container
 
 
 class WaitResponse(Message):
@@ -392,6 +1412,34 @@ KETTLE_SERVICE = Service(
         "InspectContainer": (ContainerRequest, Container),
         "Logs": (LogsRequest, LogEntry),
         "Wait": (ContainerRequest, WaitResponse),
+        "Info": (Empty, InfoResponse),
+        "RestartContainer": (StopContainerRequest, Container),
+        "PauseContainer": (ContainerRequest, Container),
+        "UnpauseContainer": (ContainerRequest, Container),
+        "RenameContainer": (RenameContainerRequest, Container),
+        "UpdateContainer": (UpdateContainerRequest, Container),
+        "Top": (TopRequest, TopResponse),
+        "Stats": (StatsRequest, StatsResponse),
+        "Exec": (IOInput, IOOutput),
+        "Attach": (IOInput, IOOutput),
+        "ResizeContainer": (ExecConfig, Empty),
+        "CopyOut": (CopyOutRequest, TarChunk),
+        "CopyIn": (TarChunk, Empty),
+        "Events": (EventsRequest, Event),
+        "InspectImage": (ImageRequest, ImageDetail),
+        "TagImage": (TagImageRequest, Image),
+        "PruneImages": (PruneImagesRequest, PruneImagesResponse),
+        "LoadImages": (DataChunk, LoadImagesResponse),
+        "SaveImages": (SaveImagesRequest, DataChunk),
+        "Login": (LoginRequest, Empty),
+        "Logout": (LogoutRequest, Empty),
+        "CreateVolume": (VolumeRequest, Volume),
+        "ListVolumes": (Empty, ListVolumesResponse),
+        "InspectVolume": (VolumeRequest, Volume),
+        "RemoveVolume": (VolumeRequest, Empty),
+        "ScaleGroup": (ScaleRequest, Group),
+        "ListGroups": (Empty, ListGroupsResponse),
+        "RemoveGroup": (GroupRequest, Empty),
     },
 )
 
@@ -439,6 +1487,87 @@ CreateContainerRequest.FIELDS = (
     Field(10, "hostname", _wire.STRING),
     Field(11, "network", _wire.STRING),
     Field(12, "auto_remove", _wire.BOOL),
+    Field(13, "mounts", _wire.MESSAGE, _wire.REPEATED, Mount),
+    Field(14, "read_only", _wire.BOOL),
+    Field(15, "resources", _wire.MESSAGE, _wire.SINGULAR, Resources),
+    Field(16, "shm_size", _wire.INT64),
+    Field(17, "ulimits", _wire.MESSAGE, _wire.REPEATED, Ulimit),
+    Field(18, "cap_add", _wire.STRING, _wire.REPEATED),
+    Field(19, "cap_drop", _wire.STRING, _wire.REPEATED),
+    Field(20, "privileged", _wire.BOOL),
+    Field(21, "security_opt", _wire.STRING, _wire.REPEATED),
+    Field(22, "devices", _wire.MESSAGE, _wire.REPEATED, Device),
+    Field(23, "init", _wire.BOOL),
+    Field(24, "tty", _wire.BOOL),
+    Field(25, "open_stdin", _wire.BOOL),
+    Field(26, "log_opts", _wire.STRING, _wire.MAP),
+    Field(27, "restart", _wire.MESSAGE, _wire.SINGULAR, RestartPolicy),
+    Field(28, "health", _wire.MESSAGE, _wire.SINGULAR, HealthConfig),
+    Field(29, "stop_signal", _wire.STRING),
+    Field(30, "stop_timeout", _wire.INT32),
+    Field(31, "group", _wire.STRING),
+)
+
+Mount.FIELDS = (
+    Field(1, "type", _wire.STRING),
+    Field(2, "source", _wire.STRING),
+    Field(3, "target", _wire.STRING),
+    Field(4, "readonly", _wire.BOOL),
+    Field(5, "options", _wire.STRING, _wire.REPEATED),
+)
+
+Resources.FIELDS = (
+    Field(1, "memory", _wire.INT64),
+    Field(2, "memory_swap", _wire.INT64),
+    Field(3, "nano_cpus", _wire.INT64),
+    Field(4, "cpu_shares", _wire.INT64),
+    Field(5, "pids_limit", _wire.INT64),
+    Field(6, "cpuset_cpus", _wire.STRING),
+    Field(7, "memory_reservation", _wire.INT64),
+)
+
+Ulimit.FIELDS = (
+    Field(1, "name", _wire.STRING),
+    Field(2, "soft", _wire.INT64),
+    Field(3, "hard", _wire.INT64),
+)
+
+Device.FIELDS = (
+    Field(1, "host_path", _wire.STRING),
+    Field(2, "container_path", _wire.STRING),
+    Field(3, "permissions", _wire.STRING),
+)
+
+RestartPolicy.FIELDS = (
+    Field(1, "name", _wire.STRING),
+    Field(2, "max_retries", _wire.INT32),
+    Field(3, "initial_delay_ms", _wire.INT64),
+    Field(4, "max_delay_ms", _wire.INT64),
+    Field(5, "multiplier_milli", _wire.INT32),
+    Field(6, "reset_after_ms", _wire.INT64),
+)
+
+HealthConfig.FIELDS = (
+    Field(1, "test", _wire.STRING, _wire.REPEATED),
+    Field(2, "interval_ms", _wire.INT64),
+    Field(3, "timeout_ms", _wire.INT64),
+    Field(4, "retries", _wire.INT32),
+    Field(5, "start_period_ms", _wire.INT64),
+    Field(6, "on_failure", _wire.STRING),
+    Field(7, "disabled", _wire.BOOL),
+)
+
+HealthResult.FIELDS = (
+    Field(1, "start_ns", _wire.INT64),
+    Field(2, "end_ns", _wire.INT64),
+    Field(3, "exit_code", _wire.INT32),
+    Field(4, "output", _wire.STRING),
+)
+
+Health.FIELDS = (
+    Field(1, "status", _wire.STRING),
+    Field(2, "failing_streak", _wire.INT32),
+    Field(3, "log", _wire.MESSAGE, _wire.REPEATED, HealthResult),
 )
 
 Container.FIELDS = (
@@ -455,6 +1584,17 @@ Container.FIELDS = (
     Field(11, "labels", _wire.STRING, _wire.MAP),
     Field(12, "auto_remove", _wire.BOOL),
     Field(13, "spec_json", _wire.STRING),
+    Field(14, "config_json", _wire.STRING),
+    Field(15, "tty", _wire.BOOL),
+    Field(16, "open_stdin", _wire.BOOL),
+    Field(17, "restart", _wire.MESSAGE, _wire.SINGULAR, RestartPolicy),
+    Field(18, "restart_count", _wire.INT32),
+    Field(19, "last_exit_reason", _wire.STRING),
+    Field(20, "next_restart_ns", _wire.INT64),
+    Field(21, "health", _wire.MESSAGE, _wire.SINGULAR, Health),
+    Field(22, "group", _wire.STRING),
+    Field(23, "stopped_by_user", _wire.BOOL),
+    Field(24, "oom_killed", _wire.BOOL),
 )
 
 ContainerRequest.FIELDS = (Field(1, "id", _wire.STRING),)
@@ -474,7 +1614,210 @@ RemoveContainerRequest.FIELDS = (
     Field(2, "force", _wire.BOOL),
 )
 
-ListContainersRequest.FIELDS = (Field(1, "all", _wire.BOOL),)
+ListContainersRequest.FIELDS = (
+    Field(1, "all", _wire.BOOL),
+    Field(2, "filters", _wire.STRING, _wire.REPEATED),
+)
+
+RenameContainerRequest.FIELDS = (
+    Field(1, "id", _wire.STRING),
+    Field(2, "name", _wire.STRING),
+)
+
+UpdateContainerRequest.FIELDS = (
+    Field(1, "id", _wire.STRING),
+    Field(2, "resources", _wire.MESSAGE, _wire.SINGULAR, Resources),
+    Field(3, "restart", _wire.MESSAGE, _wire.SINGULAR, RestartPolicy),
+    Field(4, "restart_set", _wire.BOOL),
+)
+
+TopRequest.FIELDS = (Field(1, "id", _wire.STRING),)
+
+TopRow.FIELDS = (Field(1, "cells", _wire.STRING, _wire.REPEATED),)
+
+TopResponse.FIELDS = (
+    Field(1, "titles", _wire.STRING, _wire.REPEATED),
+    Field(2, "rows", _wire.MESSAGE, _wire.REPEATED, TopRow),
+)
+
+ExecConfig.FIELDS = (
+    Field(1, "id", _wire.STRING),
+    Field(2, "args", _wire.STRING, _wire.REPEATED),
+    Field(3, "env", _wire.STRING, _wire.REPEATED),
+    Field(4, "user", _wire.STRING),
+    Field(5, "workdir", _wire.STRING),
+    Field(6, "tty", _wire.BOOL),
+    Field(7, "stdin", _wire.BOOL),
+    Field(8, "detach", _wire.BOOL),
+    Field(9, "privileged", _wire.BOOL),
+    Field(10, "size", _wire.MESSAGE, _wire.SINGULAR, WindowSize),
+    Field(11, "detach_keys", _wire.STRING),
+)
+
+WindowSize.FIELDS = (
+    Field(1, "width", _wire.UINT32),
+    Field(2, "height", _wire.UINT32),
+)
+
+IOInput.FIELDS = (
+    Field(1, "config", _wire.MESSAGE, _wire.SINGULAR, ExecConfig),
+    Field(2, "attach_id", _wire.STRING),
+    Field(3, "stdin", _wire.BYTES),
+    Field(4, "close_stdin", _wire.BOOL),
+    Field(5, "resize", _wire.MESSAGE, _wire.SINGULAR, WindowSize),
+)
+
+IOOutput.FIELDS = (
+    Field(1, "stream", _wire.STRING),
+    Field(2, "data", _wire.BYTES),
+    Field(3, "exited", _wire.BOOL),
+    Field(4, "exit_code", _wire.INT32),
+    Field(5, "exec_id", _wire.STRING),
+)
+
+CopyOutRequest.FIELDS = (
+    Field(1, "id", _wire.STRING),
+    Field(2, "path", _wire.STRING),
+)
+
+PathStat.FIELDS = (
+    Field(1, "name", _wire.STRING),
+    Field(2, "size", _wire.INT64),
+    Field(3, "mode", _wire.UINT32),
+    Field(4, "mtime_ns", _wire.INT64),
+    Field(5, "link_target", _wire.STRING),
+)
+
+TarChunk.FIELDS = (
+    Field(1, "id", _wire.STRING),
+    Field(2, "path", _wire.STRING),
+    Field(3, "stat", _wire.MESSAGE, _wire.SINGULAR, PathStat),
+    Field(4, "data", _wire.BYTES),
+    Field(5, "keep_ownership", _wire.BOOL),
+)
+
+EventsRequest.FIELDS = (
+    Field(1, "since_ns", _wire.INT64),
+    Field(2, "until_ns", _wire.INT64),
+    Field(3, "filters", _wire.STRING, _wire.REPEATED),
+)
+
+Event.FIELDS = (
+    Field(1, "time_ns", _wire.INT64),
+    Field(2, "type", _wire.STRING),
+    Field(3, "action", _wire.STRING),
+    Field(4, "id", _wire.STRING),
+    Field(5, "attributes", _wire.STRING, _wire.MAP),
+)
+
+StatsRequest.FIELDS = (
+    Field(1, "ids", _wire.STRING, _wire.REPEATED),
+    Field(2, "stream", _wire.BOOL),
+)
+
+ContainerStats.FIELDS = (
+    Field(1, "id", _wire.STRING),
+    Field(2, "name", _wire.STRING),
+    Field(3, "read_ns", _wire.INT64),
+    Field(4, "cpu_usage_ns", _wire.UINT64),
+    Field(5, "system_ns", _wire.UINT64),
+    Field(6, "online_cpus", _wire.UINT32),
+    Field(7, "memory_usage", _wire.UINT64),
+    Field(8, "memory_limit", _wire.UINT64),
+    Field(9, "pids", _wire.UINT64),
+    Field(10, "net_rx", _wire.UINT64),
+    Field(11, "net_tx", _wire.UINT64),
+    Field(12, "block_read", _wire.UINT64),
+    Field(13, "block_write", _wire.UINT64),
+)
+
+StatsResponse.FIELDS = (Field(1, "stats", _wire.MESSAGE, _wire.REPEATED, ContainerStats),)
+
+ScaleRequest.FIELDS = (
+    Field(1, "name", _wire.STRING),
+    Field(2, "replicas", _wire.INT32),
+    Field(3, "template", _wire.MESSAGE, _wire.SINGULAR, CreateContainerRequest),
+    Field(4, "start", _wire.BOOL),
+)
+
+Group.FIELDS = (
+    Field(1, "name", _wire.STRING),
+    Field(2, "replicas", _wire.INT32),
+    Field(3, "members", _wire.STRING, _wire.REPEATED),
+    Field(4, "config_json", _wire.STRING),
+)
+
+ListGroupsResponse.FIELDS = (Field(1, "groups", _wire.MESSAGE, _wire.REPEATED, Group),)
+
+GroupRequest.FIELDS = (
+    Field(1, "name", _wire.STRING),
+    Field(2, "force", _wire.BOOL),
+)
+
+ImageRequest.FIELDS = (Field(1, "reference", _wire.STRING),)
+
+ImageDetail.FIELDS = (
+    Field(1, "image", _wire.MESSAGE, _wire.SINGULAR, Image),
+    Field(2, "config_json", _wire.STRING),
+    Field(3, "manifest_json", _wire.STRING),
+    Field(4, "tags", _wire.STRING, _wire.REPEATED),
+)
+
+TagImageRequest.FIELDS = (
+    Field(1, "source", _wire.STRING),
+    Field(2, "target", _wire.STRING),
+)
+
+PruneImagesRequest.FIELDS = (Field(1, "all", _wire.BOOL),)
+
+PruneImagesResponse.FIELDS = (
+    Field(1, "deleted", _wire.STRING, _wire.REPEATED),
+    Field(2, "reclaimed", _wire.INT64),
+)
+
+DataChunk.FIELDS = (Field(1, "data", _wire.BYTES),)
+
+LoadImagesResponse.FIELDS = (Field(1, "images", _wire.MESSAGE, _wire.REPEATED, Image),)
+
+SaveImagesRequest.FIELDS = (Field(1, "references", _wire.STRING, _wire.REPEATED),)
+
+LoginRequest.FIELDS = (
+    Field(1, "server", _wire.STRING),
+    Field(2, "username", _wire.STRING),
+    Field(3, "password", _wire.STRING),
+)
+
+LogoutRequest.FIELDS = (Field(1, "server", _wire.STRING),)
+
+Volume.FIELDS = (
+    Field(1, "name", _wire.STRING),
+    Field(2, "mountpoint", _wire.STRING),
+    Field(3, "created_ns", _wire.INT64),
+    Field(4, "labels", _wire.STRING, _wire.MAP),
+    Field(5, "used_by", _wire.STRING, _wire.REPEATED),
+)
+
+VolumeRequest.FIELDS = (
+    Field(1, "name", _wire.STRING),
+    Field(2, "labels", _wire.STRING, _wire.MAP),
+    Field(3, "force", _wire.BOOL),
+)
+
+ListVolumesResponse.FIELDS = (Field(1, "volumes", _wire.MESSAGE, _wire.REPEATED, Volume),)
+
+InfoResponse.FIELDS = (
+    Field(1, "version", _wire.STRING),
+    Field(2, "root", _wire.STRING),
+    Field(3, "state", _wire.STRING),
+    Field(4, "cgroup_version", _wire.STRING),
+    Field(5, "runtime", _wire.STRING),
+    Field(6, "containers", _wire.INT32),
+    Field(7, "running", _wire.INT32),
+    Field(8, "paused", _wire.INT32),
+    Field(9, "stopped", _wire.INT32),
+    Field(10, "images", _wire.INT32),
+    Field(11, "kernel", _wire.STRING),
+)
 
 ListContainersResponse.FIELDS = (Field(1, "containers", _wire.MESSAGE, _wire.REPEATED, Container),)
 
@@ -482,12 +1825,15 @@ LogsRequest.FIELDS = (
     Field(1, "id", _wire.STRING),
     Field(2, "follow", _wire.BOOL),
     Field(3, "tail", _wire.INT64),
+    Field(4, "since_ns", _wire.INT64),
+    Field(5, "until_ns", _wire.INT64),
 )
 
 LogEntry.FIELDS = (
     Field(1, "stream", _wire.STRING),
     Field(2, "time_ns", _wire.INT64),
     Field(3, "line", _wire.BYTES),
+    Field(4, "container", _wire.STRING),
 )
 
 WaitResponse.FIELDS = (Field(1, "exit_code", _wire.INT32),)

@@ -14,7 +14,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from kettle.daemon import logs, shim, users
+from kettle.api.convert import to_dict
+from kettle.daemon import logs, shim, stdio, users
 from kettle.daemon import spec as specmod
 from kettle.daemon.store import CREATED, EXITED, RUNNING, Record, Store
 from kettle.errors import FailedPrecondition, InvalidArgument, KettleError, NotFound
@@ -23,6 +24,8 @@ from kettle.proto import mount_pb, task_types_pb
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from kettle.api.kettle_pb import CreateContainerRequest
+    from kettle.daemon.bus import EventBus
+    from kettle.daemon.config import Config
     from kettle.image.service import ImageService
 
 log = logging.getLogger("kettled")
@@ -38,7 +41,7 @@ class Live:
 
     task: shim.Task
     writer: logs.LogWriter
-    copiers: list[logs.Copier] = field(default_factory=list)
+    copiers: list[stdio.Copier] = field(default_factory=list)
     exited: threading.Event = field(default_factory=threading.Event)
     log_done: threading.Event = field(default_factory=threading.Event)
     #: set before `exited`: Wait answers with it even once an auto-remove has run.
@@ -63,13 +66,15 @@ def parse_signal(text: str) -> int:
 
 class Containers:
     def __init__(
-        self, root: str, state: str, namespace: str, images: ImageService, events_address: str
+        self, config: Config, images: ImageService, events_address: str, bus: EventBus
     ) -> None:
-        self.root = root
-        self.state = state
-        self.namespace = namespace
+        self.config = config
+        root = self.root = config.root
+        state = self.state = config.state
+        namespace = self.namespace = config.namespace
         self.images = images
         self.events_address = events_address
+        self.bus = bus
         self.store = Store(os.path.join(root, "kettled.db"))
         self._live: dict[str, Live] = {}
         self._locks: dict[str, threading.Lock] = {}
@@ -106,6 +111,8 @@ class Containers:
             created_ns=time.time_ns(),
             labels=dict(req.labels),
             auto_remove=req.auto_remove,
+            config=json.dumps(to_dict(req)),
+            group=req.group,
         )
         self.store.add(rec)  # claims the name first
         bundle = self.bundle(cid)
@@ -126,7 +133,12 @@ class Containers:
             self._discard(cid)
             raise
         log.info("created container %s (%s) from %s", cid, name, image.name)
+        self.publish(rec, "create")
         return rec
+
+    def publish(self, rec: Record, action: str, **extra: str) -> None:
+        attrs = {"name": rec.name, "image": rec.image, **rec.labels, **extra}
+        self.bus.publish("container", action, rec.id, attrs)
 
     # -- start ---------------------------------------------------------------------------------
 
@@ -156,14 +168,14 @@ class Containers:
         live: Live | None = None
         try:
             for stream, path in fifos.items():
-                logs.make_fifo(path)
-                fds[stream] = logs.open_fifo(path)
+                stdio.make_fifo(path)
+                fds[stream] = stdio.open_fifo(path)
             address = shim.start(self.namespace, self.events_address, rec.id, bundle)
             task = shim.Task(address, self.namespace, rec.id)
             task.create(bundle, self._rootfs(rec.id), fifos["stdout"], fifos["stderr"])
             live = Live(task, writer)
             for stream, fd in fds.items():
-                live.copiers.append(logs.Copier(fd, stream, writer))
+                live.copiers.append(stdio.Copier(fd, stream, writer))
             fds.clear()
             for c in live.copiers:
                 c.start()
@@ -180,9 +192,12 @@ class Containers:
         rec.started_ns = time.time_ns()
         rec.exit_code = 0
         rec.finished_ns = 0
+        rec.stopped_by_user = False
+        rec.oom_killed = False
         self.store.update(rec)
         self._watch(rec.id, live)
         log.info("started container %s, pid %d", rec.id, rec.pid)
+        self.publish(rec, "start")
 
     def _abandon(self, task: shim.Task, live: Live | None) -> None:
         """After a failed Create or Start: delete the task (the shim kills a created init and
@@ -234,16 +249,33 @@ class Containers:
             except KettleError as e:
                 log.error("container %s: auto-remove: %s", cid, e)
 
-    def _record_exit(self, cid: str, code: int) -> None:
-        try:
-            rec = self.store.find(cid)
-        except KettleError:
+    def _record_exit(self, cid: str, code: int, lost: bool = False) -> None:
+        rec = self.store.get(cid)
+        if rec is None:
             return
         rec.status = EXITED
         rec.exit_code = code
         rec.finished_ns = time.time_ns()
         rec.pid = 0
+        if lost:
+            rec.last_exit_reason = "lost"
+        elif rec.oom_killed:
+            rec.last_exit_reason = "oom"
+        elif code > 128:
+            rec.last_exit_reason = "signal"
+        else:
+            rec.last_exit_reason = "exit"
         self.store.update(rec)
+        self.publish(rec, "die", exitCode=str(code), reason=rec.last_exit_reason)
+
+    def mark_oom(self, cid: str) -> None:
+        """The shim saw the container's cgroup OOM-kill a process."""
+        rec = self.store.get(cid)
+        if rec is None:
+            return
+        rec.oom_killed = True
+        self.store.update(rec)
+        self.publish(rec, "oom")
 
     # -- signals -------------------------------------------------------------------------------
 
@@ -256,17 +288,23 @@ class Containers:
         return rec, live
 
     def kill(self, ref: str, signal: str) -> None:
-        _rec, live = self._running(ref)
-        live.task.kill(parse_signal(signal))
+        rec, live = self._running(ref)
+        num = parse_signal(signal)
+        live.task.kill(num)
+        self.publish(rec, "kill", signal=str(num))
 
     def stop(self, ref: str, timeout: int) -> Record:
         rec = self.store.find(ref)
         with self._lock(rec.id):
             with self._guard:
                 live = self._live.get(rec.id)
+            rec.stopped_by_user = True
+            self.store.update(rec)
             if live is not None:
                 self._stop(live, _STOP_DEFAULT_S if timeout < 0 else timeout)
-        return self.store.find(rec.id)
+        rec = self.store.find(rec.id)
+        self.publish(rec, "stop")
+        return rec
 
     def _stop(self, live: Live, timeout: float) -> None:
         live.task.kill(int(_signal.SIGTERM))
@@ -292,6 +330,7 @@ class Containers:
         with self._guard:
             self._locks.pop(rec.id, None)
         log.info("removed container %s", rec.id)
+        self.publish(rec, "destroy")
 
     def _discard(self, cid: str) -> None:
         bundle = self.bundle(cid)
@@ -367,8 +406,8 @@ class Containers:
             writer = logs.LogWriter(self.log_path(rec.id))
             live = Live(task, writer)
             for stream in ("stdout", "stderr"):
-                fd = logs.open_fifo(os.path.join(self.bundle(rec.id), stream))
-                live.copiers.append(logs.Copier(fd, stream, writer))
+                fd = stdio.open_fifo(os.path.join(self.bundle(rec.id), stream))
+                live.copiers.append(stdio.Copier(fd, stream, writer))
             for c in live.copiers:
                 c.start()
             self._watch(rec.id, live)
@@ -377,7 +416,7 @@ class Containers:
         writer = logs.LogWriter(self.log_path(rec.id))
         try:
             for stream in ("stdout", "stderr"):
-                logs.drain(os.path.join(self.bundle(rec.id), stream), stream, writer)
+                stdio.drain(os.path.join(self.bundle(rec.id), stream), stream, writer)
         finally:
             writer.close()
         try:
@@ -392,4 +431,4 @@ class Containers:
             shim.delete(self.namespace, self.events_address, rec.id, self.bundle(rec.id))
         except KettleError as e:
             log.error("container %s: %s", rec.id, e)
-        self._record_exit(rec.id, _EXIT_LOST)
+        self._record_exit(rec.id, _EXIT_LOST, lost=True)

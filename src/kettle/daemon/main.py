@@ -6,6 +6,7 @@ kettled stops; the next kettled reconnects to them."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import fcntl
 import grp
 import logging
@@ -13,56 +14,11 @@ import os
 import signal
 import sys
 import threading
-from dataclasses import dataclass, field
 
-from kettle.errors import FailedPrecondition, InvalidArgument, KettleError
-
-DEFAULT_CONFIG = "/etc/kettle/kettled.toml"
-DEFAULT_ROOT = "/var/lib/kettle"
-DEFAULT_STATE = "/run/kettle"
-DEFAULT_ADDRESS = "/run/kettle/kettle.sock"
+from kettle.daemon.config import DEFAULT_CONFIG, Config, load
+from kettle.errors import FailedPrecondition, KettleError
 
 log = logging.getLogger("kettled")
-
-
-@dataclass
-class Config:
-    root: str = DEFAULT_ROOT
-    state: str = DEFAULT_STATE
-    address: str = DEFAULT_ADDRESS
-    #: the shim namespace (containerd's); several kettleds on one host need their own.
-    namespace: str = "kettle"
-    log_level: str = "info"
-    plain_http: list[str] = field(default_factory=list)
-
-
-_KEYS = {"root", "state", "address", "namespace", "log_level"}
-
-
-def load_config(path: str, required: bool) -> Config:
-    import tomllib
-
-    cfg = Config()
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        if required:
-            raise InvalidArgument(f"config {path}: not found") from None
-        return cfg
-    except tomllib.TOMLDecodeError as e:
-        raise InvalidArgument(f"config {path}: {e}") from None
-    for key, value in data.items():
-        if key in _KEYS and isinstance(value, str):
-            setattr(cfg, key, value)
-        elif key == "registry" and isinstance(value, dict):
-            for rkey, rvalue in value.items():
-                if rkey != "plain_http" or not isinstance(rvalue, list):
-                    raise InvalidArgument(f"config {path}: unsupported key registry.{rkey}")
-                cfg.plain_http = [str(v) for v in rvalue]
-        else:
-            raise InvalidArgument(f"config {path}: unsupported key {key}")
-    return cfg
 
 
 def parse(argv: list[str]) -> Config:
@@ -73,7 +29,7 @@ def parse(argv: list[str]) -> Config:
     p.add_argument("--address", help="gRPC unix socket")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     a = p.parse_args(argv)
-    cfg = load_config(a.config or DEFAULT_CONFIG, required=a.config is not None)
+    cfg = load(a.config or DEFAULT_CONFIG, required=a.config is not None)
     for key in ("root", "state", "address", "log_level"):
         value = getattr(a, key)
         if value:
@@ -91,9 +47,12 @@ def _kettle_gid() -> int | None:
 
 
 def run(cfg: Config) -> None:
+    from kettle.daemon.bus import EventBus
     from kettle.daemon.containers import Containers
+    from kettle.daemon.context import Daemon
     from kettle.daemon.events import EventSink
-    from kettle.daemon.server import Service, serve
+    from kettle.daemon.server import serve
+    from kettle.daemon.services import make_parts
     from kettle.image.service import ImageService, RegistryOptions
 
     for d in (cfg.root, cfg.state, os.path.dirname(cfg.address)):
@@ -106,14 +65,17 @@ def run(cfg: Config) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    images = ImageService(
-        os.path.join(cfg.root, "images"),
-        registry=RegistryOptions(plain_http=tuple(cfg.plain_http)),
-    )
-    events = EventSink(os.path.join(cfg.state, "events.sock"))
-    containers = Containers(cfg.root, cfg.state, cfg.namespace, images, events.address)
+    options = RegistryOptions(plain_http=tuple(cfg.plain_http))
+    if cfg.certs_dirs:
+        options = dataclasses.replace(options, certs_dirs=tuple(cfg.certs_dirs))
+    images = ImageService(os.path.join(cfg.root, "images"), registry=options)
+    bus = EventBus()
+    events = EventSink(os.path.join(cfg.state, "events.sock"), bus)
+    containers = Containers(cfg, images, events.address, bus)
+    events.on_oom = containers.mark_oom
+    daemon = Daemon(cfg, images, containers, bus)
     containers.reconcile()
-    server = serve(Service(images, containers, cfg.root, cfg.state), cfg.address, _kettle_gid())
+    server = serve(make_parts(daemon), cfg.address, _kettle_gid())
     log.info("kettled listening on %s", cfg.address)
     while not stop.wait(3600):
         pass

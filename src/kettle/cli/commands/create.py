@@ -1,0 +1,38 @@
+"""kctl create [flags] IMAGE [COMMAND...]"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING
+
+from kettle.api import kettle_pb as pb
+from kettle.cli import runflags
+from kettle.cli.common import out, pull
+from kettle.errors import NotFound
+
+if TYPE_CHECKING:
+    from kettle.cli.client import Client
+
+HELP = "create a container"
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    runflags.add_flags(p)
+
+
+def create(client: Client, req: pb.CreateContainerRequest) -> pb.Container:
+    """Create, pulling the image first if kettled does not have it."""
+    try:
+        return client.call("CreateContainer", req, pb.Container)
+    except NotFound as e:
+        if not str(e).startswith("image "):
+            raise
+    print(f"Unable to find image '{req.image}' locally", file=sys.stderr)
+    pull(client, req.image)
+    return client.call("CreateContainer", req, pb.Container)
+
+
+def run(client: Client, a: argparse.Namespace) -> int:
+    out(create(client, runflags.request(a, auto_remove=a.rm)).id)
+    return 0

@@ -1,0 +1,24 @@
+"""kctl wait CONTAINER..."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from kettle.api import kettle_pb as pb
+from kettle.cli.common import out
+
+if TYPE_CHECKING:
+    from kettle.cli.client import Client
+
+HELP = "wait for containers to exit"
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("containers", nargs="+")
+
+
+def run(client: Client, a: argparse.Namespace) -> int:
+    for ref in a.containers:
+        out(str(client.call("Wait", pb.ContainerRequest(id=ref), pb.WaitResponse).exit_code))
+    return 0
