@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from kettle.api.convert import to_dict
+from kettle.api.convert import from_dict, to_dict
 from kettle.daemon import logs, shim, stdio, users
 from kettle.daemon import spec as specmod
 from kettle.daemon.store import CREATED, EXITED, RUNNING, Record, Store
@@ -23,7 +23,7 @@ from kettle.proto import mount_pb, task_types_pb
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from kettle.api.kettle_pb import CreateContainerRequest
+    from kettle.api.kettle_pb import CreateContainerRequest, LogsRequest
     from kettle.daemon.bus import EventBus
     from kettle.daemon.config import Config
     from kettle.image.service import ImageService
@@ -40,8 +40,7 @@ class Live:
     """A started container's task, log copiers and exit."""
 
     task: shim.Task
-    writer: logs.LogWriter
-    copiers: list[stdio.Copier] = field(default_factory=list)
+    io: stdio.ContainerIO
     exited: threading.Event = field(default_factory=threading.Event)
     log_done: threading.Event = field(default_factory=threading.Event)
     #: set before `exited`: Wait answers with it even once an auto-remove has run.
@@ -161,31 +160,22 @@ class Containers:
 
     def _start(self, rec: Record) -> None:
         bundle = self.bundle(rec.id)
-        fifos = {s: os.path.join(bundle, s) for s in ("stdout", "stderr")}
-        fds: dict[str, int] = {}
         task: shim.Task | None = None
-        writer = logs.LogWriter(self.log_path(rec.id))
+        io = self._io(rec)
         live: Live | None = None
         try:
-            for stream, path in fifos.items():
-                stdio.make_fifo(path)
-                fds[stream] = stdio.open_fifo(path)
+            io.open()
             address = shim.start(self.namespace, self.events_address, rec.id, bundle)
             task = shim.Task(address, self.namespace, rec.id)
-            task.create(bundle, self._rootfs(rec.id), fifos["stdout"], fifos["stderr"])
-            live = Live(task, writer)
-            for stream, fd in fds.items():
-                live.copiers.append(stdio.Copier(fd, stream, writer))
-            fds.clear()
-            for c in live.copiers:
-                c.start()
+            task.create(bundle, self._rootfs(rec.id), io)
+            live = Live(task, io)
+            io.start()
             rec.pid = task.start()
         except BaseException:
-            for fd in fds.values():
-                os.close(fd)
+            io.close()
             if task is not None:
                 self._abandon(task, live)
-            writer.close()
+            io.writer.close()
             raise
         rec.status = RUNNING
         rec.shim_address = address
@@ -199,6 +189,18 @@ class Containers:
         log.info("started container %s, pid %d", rec.id, rec.pid)
         self.publish(rec, "start")
 
+    def _io(self, rec: Record) -> stdio.ContainerIO:
+        req = self.request(rec)
+        writer = logs.open_writer(self.log_path(rec.id), dict(req.log_opts), self.config)
+        return stdio.ContainerIO(self.bundle(rec.id), writer, req.open_stdin, req.tty)
+
+    @staticmethod
+    def request(rec: Record) -> CreateContainerRequest:
+        """The create request the container was made from."""
+        from kettle.api.kettle_pb import CreateContainerRequest
+
+        return from_dict(CreateContainerRequest, json.loads(rec.config))
+
     def _abandon(self, task: shim.Task, live: Live | None) -> None:
         """After a failed Create or Start: delete the task (the shim kills a created init and
         unmounts the rootfs) and let the shim go, then let the copiers see EOF."""
@@ -209,8 +211,8 @@ class Containers:
             log.error("container %s: cleanup after a failed start: %s", task.id, e)
         finally:
             task.close()
-        for c in live.copiers if live is not None else ():
-            c.thread.join(_COPIER_DRAIN_S)
+        if live is not None:
+            live.io.wait_drained(_COPIER_DRAIN_S)
 
     def _watch(self, cid: str, live: Live) -> None:
         with self._guard:
@@ -223,9 +225,8 @@ class Containers:
         except KettleError as e:
             log.error("container %s: lost its shim: %s", cid, e)
             code = _EXIT_LOST
-        for c in live.copiers:
-            c.thread.join(_COPIER_DRAIN_S)
-        live.writer.close()
+        live.io.wait_drained(_COPIER_DRAIN_S)
+        live.io.writer.close()
         live.log_done.set()
         try:
             live.task.delete()
@@ -369,18 +370,12 @@ class Containers:
         live.exited.wait()
         return live.exit_code
 
-    def logs(self, ref: str, follow: bool, tail: int) -> Iterator[dict[str, object]]:
+    def logs(self, ref: str, req: LogsRequest) -> Iterator[dict[str, object]]:
         rec = self.store.find(ref)
-        path = self.log_path(rec.id)
-        entries, offset = logs.read_entries(path, tail)
-        yield from entries
-        if not follow:
-            return
         with self._guard:
             live = self._live.get(rec.id)
-        if live is None:
-            return
-        yield from logs.follow(path, offset, live.log_done)
+        done = None if live is None else live.log_done
+        yield from logs.stream(self.log_path(rec.id), req, done)
 
     # -- start-up ------------------------------------------------------------------------------
 
@@ -403,22 +398,18 @@ class Containers:
             task.close()
             raise
         if st.status != task_types_pb.Status.STOPPED:
-            writer = logs.LogWriter(self.log_path(rec.id))
-            live = Live(task, writer)
-            for stream in ("stdout", "stderr"):
-                fd = stdio.open_fifo(os.path.join(self.bundle(rec.id), stream))
-                live.copiers.append(stdio.Copier(fd, stream, writer))
-            for c in live.copiers:
-                c.start()
+            io = self._io(rec)
+            io.open()
+            live = Live(task, io)
+            io.start()
             self._watch(rec.id, live)
             log.info("reconnected to container %s", rec.id)
             return
-        writer = logs.LogWriter(self.log_path(rec.id))
+        io = self._io(rec)
         try:
-            for stream in ("stdout", "stderr"):
-                stdio.drain(os.path.join(self.bundle(rec.id), stream), stream, writer)
+            io.drain_exited()
         finally:
-            writer.close()
+            io.writer.close()
         try:
             task.delete()
             task.shutdown()

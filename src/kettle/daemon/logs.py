@@ -10,6 +10,11 @@ import threading
 import time
 from collections.abc import Iterator
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from kettle.api.kettle_pb import LogsRequest
+    from kettle.daemon.config import Config
+
 
 class LogWriter:
     """Appends entries of both streams to one file; safe from several threads."""
@@ -66,3 +71,19 @@ def follow(path: str, offset: int, done: threading.Event) -> Iterator[dict[str, 
         if finished:
             return
         done.wait(0.1)
+
+
+def open_writer(path: str, log_opts: dict[str, str], config: Config) -> LogWriter:
+    """The writer of a container's log (--log-opt, then kettled's defaults)."""
+    return LogWriter(path)
+
+
+def stream(
+    path: str, req: LogsRequest, done: threading.Event | None
+) -> Iterator[dict[str, object]]:
+    """The entries `kctl logs` asked for; with follow, until `done` (the container's output
+    has ended) is set and the file is drained.  done None: the container is not running."""
+    entries, offset = read_entries(path, req.tail)
+    yield from entries
+    if req.follow and done is not None:
+        yield from follow(path, offset, done)

@@ -11,6 +11,10 @@ from kettle.errors import Internal, KettleError, NotFound, Unavailable
 from kettle.proto import empty_pb, mount_pb, task_pb
 from kettle.ttrpc import Client
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from kettle.daemon.stdio import ContainerIO
+
 SHIM_BINARY = "containerd-shim-kettle-v2"
 _TASK = "containerd.task.v2.Task"
 _NS_KEY = "containerd-namespace-ttrpc"
@@ -72,9 +76,15 @@ class Task:
     def close(self) -> None:
         self.client.close()
 
-    def create(self, bundle: str, rootfs: list[mount_pb.Mount], stdout: str, stderr: str) -> int:
+    def create(self, bundle: str, rootfs: list[mount_pb.Mount], io: ContainerIO) -> int:
         req = task_pb.CreateTaskRequest(
-            id=self.id, bundle=bundle, rootfs=rootfs, stdout=stdout, stderr=stderr
+            id=self.id,
+            bundle=bundle,
+            rootfs=rootfs,
+            stdin=io.stdin_path,
+            stdout=io.stdout_path,
+            stderr=io.stderr_path,
+            terminal=io.terminal,
         )
         return self.client.call(_TASK, "Create", req, task_pb.CreateTaskResponse, timeout=60).pid
 

@@ -77,3 +77,60 @@ def drain(path: str, stream: str, out: LogWriter) -> None:
         os.close(fd)
     for line in pending.splitlines(keepends=True):
         out.write(stream, line)
+
+
+class ContainerIO:
+    """One run of a container: its fifos in the bundle and the copiers into its log.
+
+    The shim opens the fifos by path (as containerd's do); kettled opens its read ends first,
+    non-blocking, so that neither side waits for the other."""
+
+    def __init__(self, bundle: str, writer: LogWriter, stdin: bool, terminal: bool) -> None:
+        self.bundle = bundle
+        self.writer = writer
+        self.terminal = terminal
+        self.stdin_path = os.path.join(bundle, "stdin") if stdin else ""
+        self.stdout_path = os.path.join(bundle, "stdout")
+        # With a terminal the pty merges both streams into stdout.
+        self.stderr_path = "" if terminal else os.path.join(bundle, "stderr")
+        self.copiers: list[Copier] = []
+        self._fds: dict[str, int] = {}
+
+    def _streams(self) -> dict[str, str]:
+        found = {"stdout": self.stdout_path, "stderr": self.stderr_path}
+        return {s: p for s, p in found.items() if p}
+
+    def open(self) -> None:
+        """Make the fifos and open our read ends (before the shim's Create)."""
+        try:
+            for stream, path in self._streams().items():
+                make_fifo(path)
+                self._fds[stream] = open_fifo(path)
+            if self.stdin_path:
+                make_fifo(self.stdin_path)
+        except BaseException:
+            self.close()
+            raise
+
+    def start(self) -> None:
+        """Start copying (once the shim holds the write ends)."""
+        for stream, fd in self._fds.items():
+            self.copiers.append(Copier(fd, stream, self.writer))
+        self._fds.clear()
+        for c in self.copiers:
+            c.start()
+
+    def close(self) -> None:
+        """Close read ends never handed to a copier (a failed start)."""
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    def wait_drained(self, timeout: float) -> None:
+        for c in self.copiers:
+            c.thread.join(timeout)
+
+    def drain_exited(self) -> None:
+        """What a container that exited while kettled was away left in its fifos."""
+        for stream, path in self._streams().items():
+            drain(path, stream, self.writer)

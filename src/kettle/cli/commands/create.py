@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 
 from kettle.api import kettle_pb as pb
 from kettle.cli import runflags
-from kettle.cli.common import out, pull
+from kettle.cli.common import out
+from kettle.cli.pulling import pull
 from kettle.errors import NotFound
 
 if TYPE_CHECKING:

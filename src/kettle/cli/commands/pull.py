@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from kettle.cli.common import out, pull
+from kettle.cli.common import out
+from kettle.cli.pulling import pull
 
 if TYPE_CHECKING:
     from kettle.cli.client import Client

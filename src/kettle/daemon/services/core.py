@@ -123,7 +123,7 @@ class Part:
         return container_msg(self.containers.inspect(req.id), with_spec=True)
 
     def logs(self, req: pb.LogsRequest, _ctx: Context) -> Iterator[pb.LogEntry]:
-        for e in self.containers.logs(req.id, req.follow, req.tail):
+        for e in self.containers.logs(req.id, req):
             yield pb.LogEntry(
                 stream=str(e["stream"]),
                 time_ns=int(str(e["time_ns"])),
