@@ -14,9 +14,9 @@ if TYPE_CHECKING:
 #: grpc.ServicerContext (grpcio ships no type stubs).
 Context = Any
 
-#: in lookup order: the first part with a method serves it.
+#: in lookup order: the first part with a method serves it (so an area's part may take a
+#: method over from core).
 PARTS = (
-    "core",
     "lifecycle",
     "execs",
     "copy",
@@ -25,6 +25,7 @@ PARTS = (
     "volumes",
     "stats",
     "groups",
+    "core",
 )
 
 
