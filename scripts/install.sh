@@ -16,6 +16,8 @@ fi
 packages=(
     # what the runtime itself uses or execs
     busybox-static libseccomp2 uidmap iproute2 iptables
+    # kctl run --init: tini-static is bind-mounted into the container as its pid 1
+    tini
     # peers the tests and the benchmark drive
     runc crun containerd podman skopeo umoci docker-registry containernetworking-plugins
     # building the test probe, the venv, helpers the tests call
