@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import queue
 from collections.abc import Iterator
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
-from kettle.api import SERVER_STREAMING, SERVICE
+from kettle.api import CLIENT_STREAMING, SERVER_STREAMING, SERVICE
 from kettle.api import kettle_pb as pb
 from kettle.errors import KettleError, Unavailable, from_grpc_code
 from kettle.proto._wire import Message
@@ -17,14 +18,49 @@ class DaemonUnavailable(Unavailable):
     pass
 
 
+class TLSFiles:
+    """A client certificate, its key and the CA that signed kettled's (Docker's --tls*)."""
+
+    def __init__(self, ca: str, cert: str, key: str) -> None:
+        self.ca, self.cert, self.key = ca, cert, key
+
+    def read(self) -> tuple[bytes, bytes, bytes]:
+        from kettle.errors import InvalidArgument
+
+        found = []
+        for flag, path in (("--tlscacert", self.ca), ("--tlscert", self.cert),
+                           ("--tlskey", self.key)):  # fmt: skip
+            try:
+                with open(path, "rb") as f:
+                    found.append(f.read())
+            except OSError as e:
+                raise InvalidArgument(f"{flag} {path}: {e.strerror}") from None
+        return found[0], found[1], found[2]
+
+
 class Client:
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, tls: TLSFiles | None = None) -> None:
+        """address: a unix socket path (or unix:PATH), or tcp://HOST:PORT with tls (kettled
+        listens on TCP only with mutual TLS)."""
         import grpc  # type: ignore[import-untyped]  # grpcio ships no stubs
 
         self._grpc: Any = grpc
         self.address = address
+        if address.startswith("tcp://"):
+            if tls is None:
+                from kettle.errors import InvalidArgument
+
+                raise InvalidArgument(
+                    f"address {address}: TCP needs --tlscacert, --tlscert and --tlskey"
+                )
+            ca, cert, key = tls.read()
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=ca, private_key=key, certificate_chain=cert
+            )
+            self._channel: Any = grpc.secure_channel(address[len("tcp://") :], creds)
+            return
         target = address if address.startswith("unix:") else f"unix:{address}"
-        self._channel: Any = grpc.insecure_channel(target)
+        self._channel = grpc.insecure_channel(target)
 
     def close(self) -> None:
         self._channel.close()
@@ -41,7 +77,12 @@ class Client:
 
     def _method(self, name: str) -> Any:
         _req_type, resp_type = pb.KETTLE_SERVICE.methods[name]
-        kind = "unary_stream" if name in SERVER_STREAMING else "unary_unary"
+        kind = {
+            (False, False): "unary_unary",
+            (False, True): "unary_stream",
+            (True, False): "stream_unary",
+            (True, True): "stream_stream",
+        }[(name in CLIENT_STREAMING, name in SERVER_STREAMING)]
         return getattr(self._channel, kind)(
             f"/{SERVICE}/{name}",
             request_serializer=lambda m: m.encode(),
@@ -63,3 +104,60 @@ class Client:
                 yield resp
         except self._grpc.RpcError as e:
             raise self._error(e) from None
+
+    def bidi(self, name: str, first: Message, response_type: type[M]) -> Bidi[M]:
+        """A call streaming both ways (Exec, Attach), with `first` sent at once."""
+        return Bidi(self, name, first, response_type)
+
+
+_END = object()
+
+
+class Bidi(Generic[M]):
+    """A bidirectional stream: send() from any thread; iterate the responses in one thread.
+    cancel() (also from another thread) ends the iteration quietly."""
+
+    def __init__(self, client: Client, name: str, first: Message, response_type: type[M]) -> None:
+        self._client = client
+        self._type = response_type
+        self._outbox: queue.Queue[object] = queue.Queue()
+        self._outbox.put(first)
+        self._closed = False
+        self.cancelled = False
+        self._call: Any = client._method(name)(self._requests())
+
+    def _requests(self) -> Iterator[Message]:
+        while True:
+            item = self._outbox.get()
+            if item is _END:
+                return
+            assert isinstance(item, Message)
+            yield item
+
+    def send(self, msg: Message) -> None:
+        if not self._closed:
+            self._outbox.put(msg)
+
+    def close_send(self) -> None:
+        """No more messages from this side (the call goes on)."""
+        if not self._closed:
+            self._closed = True
+            self._outbox.put(_END)
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        self.close_send()
+        self._call.cancel()
+
+    def __iter__(self) -> Iterator[M]:
+        grpc = self._client._grpc
+        try:
+            for resp in self._call:
+                assert isinstance(resp, self._type)
+                yield resp
+        except grpc.RpcError as e:
+            if self.cancelled and e.code() == grpc.StatusCode.CANCELLED:
+                return
+            raise self._client._error(e) from None
+        finally:
+            self.close_send()

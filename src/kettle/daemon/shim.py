@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from kettle.errors import Internal, KettleError, NotFound, Unavailable
-from kettle.proto import empty_pb, mount_pb, task_pb
+from kettle.proto import any_pb, empty_pb, mount_pb, task_pb
 from kettle.ttrpc import Client
 
 TYPE_CHECKING = False
@@ -16,8 +16,11 @@ if TYPE_CHECKING:
     from kettle.daemon.stdio import ContainerIO
 
 SHIM_BINARY = "containerd-shim-kettle-v2"
+_LINGER_S = "30"
 _TASK = "containerd.task.v2.Task"
 _NS_KEY = "containerd-namespace-ttrpc"
+#: the Any type of an exec's process spec (JSON), as containerd sends it.
+PROCESS_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 
 
 def shim_binary() -> str:
@@ -31,8 +34,11 @@ def shim_binary() -> str:
     return found
 
 
-def start(namespace: str, events_address: str, container_id: str, bundle: str) -> str:
-    """Run `shim start` in the bundle; the ttrpc address it prints."""
+def start(
+    namespace: str, events_address: str, container_id: str, bundle: str, runtime: str = ""
+) -> str:
+    """Run `shim start` in the bundle; the ttrpc address it prints.  runtime: the OCI runtime
+    binary the shim runs (runc, crun...); "": kettle's own, in the shim's process."""
     argv = [
         shim_binary(),
         "-namespace",
@@ -46,6 +52,11 @@ def start(namespace: str, events_address: str, container_id: str, bundle: str) -
         "start",
     ]
     env = dict(os.environ, TTRPC_ADDRESS=events_address)
+    # The shared shim stays a while after its last container: a container restarting after a
+    # back-off, or the next `kctl run`, then finds it up instead of starting a new one.
+    env.setdefault("KETTLE_SHIM_LINGER", _LINGER_S)
+    if runtime:
+        env["KETTLE_SHIM_BINARY"] = runtime
     res = subprocess.run(
         argv, cwd=bundle, env=env, input=b"", capture_output=True, timeout=60, check=False
     )
@@ -88,31 +99,69 @@ class Task:
         )
         return self.client.call(_TASK, "Create", req, task_pb.CreateTaskResponse, timeout=60).pid
 
-    def start(self) -> int:
-        req = task_pb.StartRequest(id=self.id)
+    def start(self, exec_id: str = "") -> int:
+        req = task_pb.StartRequest(id=self.id, exec_id=exec_id)
         return self.client.call(_TASK, "Start", req, task_pb.StartResponse, timeout=60).pid
 
-    def state(self) -> task_pb.StateResponse:
-        req = task_pb.StateRequest(id=self.id)
+    def state(self, exec_id: str = "") -> task_pb.StateResponse:
+        req = task_pb.StateRequest(id=self.id, exec_id=exec_id)
         return self.client.call(_TASK, "State", req, task_pb.StateResponse, timeout=10)
 
-    def wait(self) -> int:
-        req = task_pb.WaitRequest(id=self.id)
+    def wait(self, exec_id: str = "") -> int:
+        req = task_pb.WaitRequest(id=self.id, exec_id=exec_id)
         return self.client.call(_TASK, "Wait", req, task_pb.WaitResponse).exit_status
 
-    def kill(self, sig: int, all_: bool = False) -> None:
-        req = task_pb.KillRequest(id=self.id, signal=sig, all=all_)
+    def kill(self, sig: int, all_: bool = False, exec_id: str = "") -> None:
+        req = task_pb.KillRequest(id=self.id, exec_id=exec_id, signal=sig, all=all_)
         try:
             self.client.call(_TASK, "Kill", req, empty_pb.Empty, timeout=10)
         except NotFound:
             pass  # it exited already: what the caller wanted
 
-    def delete(self) -> None:
-        req = task_pb.DeleteRequest(id=self.id)
+    def delete(self, exec_id: str = "") -> None:
+        req = task_pb.DeleteRequest(id=self.id, exec_id=exec_id)
         try:
             self.client.call(_TASK, "Delete", req, task_pb.DeleteResponse, timeout=30)
         except NotFound:
             pass  # already gone from the shim
+
+    def exec(
+        self,
+        exec_id: str,
+        process: dict[str, object],
+        *,
+        stdin: str = "",
+        stdout: str = "",
+        stderr: str = "",
+        terminal: bool = False,
+    ) -> None:
+        """Add a process (an OCI process object) to the running container; Start runs it."""
+        import json
+
+        spec = any_pb.Any(type_url=PROCESS_TYPE, value=json.dumps(process).encode())
+        req = task_pb.ExecProcessRequest(
+            id=self.id,
+            exec_id=exec_id,
+            terminal=terminal,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            spec=spec,
+        )
+        self.client.call(_TASK, "Exec", req, empty_pb.Empty, timeout=30)
+
+    def resize(self, width: int, height: int, exec_id: str = "") -> None:
+        req = task_pb.ResizePtyRequest(id=self.id, exec_id=exec_id, width=width, height=height)
+        self.client.call(_TASK, "ResizePty", req, empty_pb.Empty, timeout=10)
+
+    def close_stdin(self, exec_id: str = "") -> None:
+        req = task_pb.CloseIORequest(id=self.id, exec_id=exec_id, stdin=True)
+        self.client.call(_TASK, "CloseIO", req, empty_pb.Empty, timeout=10)
+
+    def pids(self) -> list[int]:
+        req = task_pb.PidsRequest(id=self.id)
+        resp = self.client.call(_TASK, "Pids", req, task_pb.PidsResponse, timeout=30)
+        return [p.pid for p in resp.processes]
 
     def shutdown(self) -> None:
         req = task_pb.ShutdownRequest(id=self.id)
@@ -120,3 +169,19 @@ class Task:
             self.client.call(_TASK, "Shutdown", req, empty_pb.Empty, timeout=5)
         except KettleError:
             pass  # the shim exits by itself once it has no container left
+
+
+def release(address: str, namespace: str) -> None:
+    """Ask a shim to exit now if it has nothing to run (a lingering one); one that still runs
+    containers ignores it.  Used when kettled stops."""
+    try:
+        client = Client.connect(address, timeout=2, metadata={_NS_KEY: namespace})
+    except KettleError:
+        return  # gone already
+    try:
+        req = task_pb.ShutdownRequest(id="", now=True)
+        client.call(_TASK, "Shutdown", req, empty_pb.Empty, timeout=5)
+    except KettleError:
+        pass  # exiting, or busy: either way nothing to do
+    finally:
+        client.close()
