@@ -92,7 +92,7 @@ def split_name(name: str, what: str, limits: ApplyLimits) -> list[str]:
     return comps
 
 
-class _Unpacker:
+class Unpacker:
     def __init__(
         self,
         root_fd: int,
@@ -457,7 +457,7 @@ def _ns(mtime: float) -> int:
     return int(mtime * 1_000_000_000) if isinstance(mtime, float) else int(mtime) * 1_000_000_000
 
 
-class _Members(tarfile.TarFile):
+class Members(tarfile.TarFile):
     """tarfile as a header decoder only: members are not kept (a layer may have millions)."""
 
     def next(self) -> tarfile.TarInfo | None:
@@ -482,11 +482,11 @@ def apply_layer(
     if rootless is None:
         rootless = os.geteuid() != 0
     stream = TarStream(source, what, limits.max_layer_size)
-    unpacker = _Unpacker(root_fd, stream, what, limits, rootless)
+    unpacker = Unpacker(root_fd, stream, what, limits, rootless)
     try:
         try:
             try:
-                tf: _Members | None = _Members(
+                tf: Members | None = Members(
                     fileobj=stream,  # type: ignore[arg-type]  # read-only: no write/close needed
                     mode="r",
                     encoding="utf-8",
@@ -510,7 +510,7 @@ def apply_layer(
         except tarfile.TarError as exc:
             raise InvalidArgument(f"{what}: not a valid tar stream ({exc})") from None
         except OSError as exc:
-            raise _os_error(exc, what) from None
+            raise os_error(exc, what) from None
     finally:
         unpacker.close()
     r = unpacker.result
@@ -519,7 +519,7 @@ def apply_layer(
     return r
 
 
-def _os_error(exc: OSError, what: str) -> KettleError:
+def os_error(exc: OSError, what: str) -> KettleError:
     err = exc.errno or errno.EIO
     if err in (errno.ENOSPC, errno.EDQUOT):
         return ResourceExhausted(f"{what}: no space left on the store's file system")
