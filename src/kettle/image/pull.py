@@ -55,7 +55,13 @@ _CHUNK = 1 << 20
 
 @dataclass(frozen=True)
 class PullEvent:
-    """Progress: kind is resolved, exists, resume, download, unpacked or done."""
+    """Progress of a pull.
+
+    kind: ``resolved`` (digest: the target), then per layer ``exists`` (already in the
+    store), ``waiting`` (queued for a download slot), ``resume`` and ``download`` (bytes so
+    far of ``total``), ``verifying`` (all bytes in; digests being checked), ``unpacking``
+    (being committed, or unpacked from a blob already stored), ``unpacked`` (committed); and
+    ``done`` (digest: the target) at the end."""
 
     kind: str
     digest: str
@@ -136,9 +142,10 @@ class _Source:
         with self.lock:
             self.stats.downloaded += got
         if self.progress is not None:
-            self.progress(
-                PullEvent("download", self.ingest.digest, self.ingest.offset, self.ingest.size)
-            )
+            offset, size = self.ingest.offset, self.ingest.size
+            self.progress(PullEvent("download", self.ingest.digest, offset, size))
+            if offset >= size:
+                self.progress(PullEvent("verifying", self.ingest.digest, offset, size))
         return data
 
     def drain(self) -> None:
@@ -296,6 +303,9 @@ class Puller:
                     progress(PullEvent("exists", j.desc.digest, j.desc.size, j.desc.size))
         if not todo:
             return chain
+        if progress:
+            for j in todo:
+                progress(PullEvent("waiting", j.desc.digest, 0, j.desc.size))
         futures: dict[int, Future[_Done]] = {}
         with ThreadPoolExecutor(
             max_workers=min(self.max_parallel, len(todo)), thread_name_prefix="kettle-pull"
@@ -309,8 +319,12 @@ class Puller:
                         continue
                     done = fut.result()
                     if done.extraction is not None:
+                        if progress:
+                            progress(PullEvent("unpacking", j.desc.digest, 0, j.desc.size))
                         self._commit(j, done)
                         stats.layers_unpacked += 1
+                    if progress:
+                        progress(PullEvent("unpacked", j.desc.digest, j.desc.size, j.desc.size))
             except BaseException:
                 cancel.set()
                 for fut in futures.values():
@@ -362,6 +376,8 @@ class Puller:
                 ingest.close()
                 if not need_unpack or self.snapshots.has_layer(j.chain_id):
                     return _Done()
+                if progress:
+                    progress(PullEvent("unpacking", desc.digest, 0, desc.size))
                 local = _FileSource(self.content.path(desc.digest))
                 try:
                     return self._unpack(j, local, compression)

@@ -1,4 +1,4 @@
-"""kctl pull IMAGE"""
+"""kctl pull [-q] IMAGE"""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ from kettle.cli.pulling import pull
 if TYPE_CHECKING:
     from kettle.cli.client import Client
 
-HELP = "pull an image"
+HELP = "pull an image from a registry"
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-q", "--quiet", action="store_true")
-    p.add_argument("image")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress; print the name only")
+    p.add_argument("image", help="NAME[:TAG|@DIGEST]")
 
 
 def run(client: Client, a: argparse.Namespace) -> int:
     image = pull(client, a.image, a.quiet)
-    out(f"{image.name} {image.digest}")
+    out(image.name)
     return 0
