@@ -90,3 +90,11 @@ kctl pull "$ref"
 echo "==> kctl run --rm $ref"
 kctl run --rm --hostname kettle-demo "$ref" \
     sh -c 'echo "hello from inside a kettled container: hostname=$(hostname), pid=$$"'
+echo "==> a detached container: kctl run -d, exec, logs, ps, stop, rm"
+kctl run -d --name demo-web --restart on-failure:3 --memory 64m "$ref" \
+    sh -c 'echo "serving (pretend)"; exec sleep 300' >/dev/null
+kctl exec demo-web sh -c 'echo "exec inside: $(cat /proc/1/cmdline | tr "\0" " ")"'
+kctl logs demo-web
+kctl ps
+kctl stop -t 1 demo-web >/dev/null
+kctl rm demo-web >/dev/null

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The main job: (1) build a busybox OCI bundle from Debian's busybox-static in a temporary
-# directory and run a container from it in the foreground with kettle-runtime; (2) the same
-# image through the engine: a local registry, kettled and kctl (scripts/demo-kettled.sh).
+# The main job: (1) a busybox image built locally (umoci, Debian's busybox-static) served by a
+# private docker-registry, pulled by a private kettled and run through kctl
+# (scripts/demo-kettled.sh); (2) the same busybox as a bare OCI bundle run in the foreground
+# by kettle-runtime alone.
 # Usage: scripts/demo.sh [--no-install]   (installs first unless --no-install)
 set -euo pipefail
 
@@ -10,6 +11,9 @@ if [[ "${1:-}" != "--no-install" ]]; then
     "$repo/scripts/install.sh"
 fi
 venv="$repo/.venv"
+"$repo/scripts/demo-kettled.sh" --no-install
+
+echo "==> the OCI runtime alone: kettle-runtime run of a busybox bundle"
 # KETTLE_DEMO_RUNTIME lets the same demo run under runc or crun for comparison.
 runtime="${KETTLE_DEMO_RUNTIME:-$venv/bin/kettle-runtime}"
 busybox="$(readlink -f /bin/busybox)"
@@ -50,5 +54,3 @@ with open(path, "w") as f:
 PY
 
 "$runtime" run --bundle "$bundle" "$id"
-
-"$repo/scripts/demo-kettled.sh" --no-install

@@ -136,6 +136,7 @@ class Kettled:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                self.proc = None
                 raise RuntimeError(f"kettled exited: {self.log.read_text()[-2000:]}")
             if os.path.exists(self.address) and self.kctl("version").returncode == 0:
                 return

@@ -13,9 +13,9 @@ from kettle.api import kettle_pb as pb
 from kettle.cli.format import status, table
 from kettle.daemon import spec as specmod
 from kettle.daemon import users
+from kettle.daemon.config import load as load_config
 from kettle.daemon.containers import parse_signal
 from kettle.daemon.logs import LogWriter, read_entries
-from kettle.daemon.config import load as load_config
 from kettle.daemon.main import parse
 from kettle.daemon.store import Record, Store
 from kettle.errors import AlreadyExists, InvalidArgument, NotFound
@@ -194,8 +194,7 @@ def test_kctl_without_kettled_says_how_to_start_it(tmp_path: Path) -> None:
 
 def test_kctl_start_does_not_import_grpc() -> None:
     code = (
-        "import sys, kettle.cli.main as m; m.parser(list(m.COMMANDS)); "
-        "print('grpc' in sys.modules)"
+        "import sys, kettle.cli.main as m; m.parser(list(m.COMMANDS)); print('grpc' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -74,15 +74,20 @@ class Image(Message):
 
 
 class PullImageRequest(Message):
-    __slots__ = ("reference",)
+    __slots__ = (
+        "platform",
+        "reference",
+    )
     FULL_NAME = "kettle.v1.PullImageRequest"
 
     def __init__(
         self,
         *,
         reference: str = "",
+        platform: str = "",
     ) -> None:
         self.reference = reference
+        self.platform = platform
 
 
 class PullProgress(Message):
@@ -129,15 +134,20 @@ class ListImagesResponse(Message):
 
 
 class RemoveImageRequest(Message):
-    __slots__ = ("reference",)
+    __slots__ = (
+        "force",
+        "reference",
+    )
     FULL_NAME = "kettle.v1.RemoveImageRequest"
 
     def __init__(
         self,
         *,
         reference: str = "",
+        force: bool = False,
     ) -> None:
         self.reference = reference
+        self.force = force
 
 
 class CreateContainerRequest(Message):
@@ -1140,6 +1150,7 @@ class PruneImagesResponse(Message):
     __slots__ = (
         "deleted",
         "reclaimed",
+        "untagged",
     )
     FULL_NAME = "kettle.v1.PruneImagesResponse"
 
@@ -1148,9 +1159,11 @@ class PruneImagesResponse(Message):
         *,
         deleted: Sequence[str] | None = None,
         reclaimed: int = 0,
+        untagged: Sequence[str] | None = None,
     ) -> None:
         self.deleted = _wire.new_list(deleted)
         self.reclaimed = reclaimed
+        self.untagged = _wire.new_list(untagged)
 
 
 class DataChunk(Message):
@@ -1460,7 +1473,10 @@ Image.FIELDS = (
     Field(6, "platform", _wire.STRING),
 )
 
-PullImageRequest.FIELDS = (Field(1, "reference", _wire.STRING),)
+PullImageRequest.FIELDS = (
+    Field(1, "reference", _wire.STRING),
+    Field(2, "platform", _wire.STRING),
+)
 
 PullProgress.FIELDS = (
     Field(1, "kind", _wire.STRING),
@@ -1472,7 +1488,10 @@ PullProgress.FIELDS = (
 
 ListImagesResponse.FIELDS = (Field(1, "images", _wire.MESSAGE, _wire.REPEATED, Image),)
 
-RemoveImageRequest.FIELDS = (Field(1, "reference", _wire.STRING),)
+RemoveImageRequest.FIELDS = (
+    Field(1, "reference", _wire.STRING),
+    Field(2, "force", _wire.BOOL),
+)
 
 CreateContainerRequest.FIELDS = (
     Field(1, "image", _wire.STRING),
@@ -1773,6 +1792,7 @@ PruneImagesRequest.FIELDS = (Field(1, "all", _wire.BOOL),)
 PruneImagesResponse.FIELDS = (
     Field(1, "deleted", _wire.STRING, _wire.REPEATED),
     Field(2, "reclaimed", _wire.INT64),
+    Field(3, "untagged", _wire.STRING, _wire.REPEATED),
 )
 
 DataChunk.FIELDS = (Field(1, "data", _wire.BYTES),)

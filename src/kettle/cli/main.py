@@ -66,12 +66,16 @@ def _module(verb: str) -> ModuleType | None:
         return None
 
 
+#: global options that take a value.
+_VALUED = frozenset(("--address", "--tlscacert", "--tlscert", "--tlskey"))
+
+
 def _verb(argv: list[str]) -> str | None:
     """The first word that is not a global option (or its value)."""
     i = 0
     while i < len(argv):
         word = argv[i]
-        if word == "--address":
+        if word in _VALUED:
             i += 2
             continue
         if word.startswith("-"):
@@ -86,8 +90,15 @@ def parser(verbs: list[str]) -> argparse.ArgumentParser:
     p.add_argument(
         "--address",
         default=os.environ.get("KETTLE_ADDRESS", DEFAULT_ADDRESS),
-        help="kettled's socket (default $KETTLE_ADDRESS or %(default)s)",
+        help="kettled's socket, or tcp://HOST:PORT (default $KETTLE_ADDRESS or %(default)s)",
     )
+    tls_dir = os.environ.get("KETTLE_CERT_PATH", os.path.expanduser("~/.kettle"))
+    for flag, name, what in (
+        ("--tlscacert", "ca.pem", "CA of kettled's certificate"),
+        ("--tlscert", "cert.pem", "client certificate"),
+        ("--tlskey", "key.pem", "client key"),
+    ):
+        p.add_argument(flag, default=os.path.join(tls_dir, name), help=f"{what} (tcp://)")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     for verb in verbs:
         mod = _module(verb)
@@ -108,9 +119,14 @@ def main(argv: list[str] | None = None) -> int:
         # Commands that need no daemon (completion) take (None, args).
         code: int = a.fn(None, a)
         return code
-    from kettle.cli.client import Client
+    from kettle.cli.client import Client, TLSFiles
 
-    client = Client(a.address)
+    try:
+        tls = TLSFiles(a.tlscacert, a.tlscert, a.tlskey)
+        client = Client(a.address, tls if a.address.startswith("tcp://") else None)
+    except KettleError as e:
+        print(f"kctl: {e}", file=sys.stderr)
+        return 1
     try:
         code = a.fn(client, a)
         return code

@@ -108,7 +108,10 @@ def apply(cfg: Config, data: dict[str, Any], path: str) -> None:
         elif key == "logs":
             for lkey, lvalue in _table(path, key, value).items():
                 if lkey == "max_size":
+                    from kettle.daemon.logs import parse_size
+
                     cfg.log_max_size = _str(path, "logs.max_size", lvalue)
+                    parse_size(cfg.log_max_size, f"config {path}: logs.max_size")
                 elif lkey == "max_file" and isinstance(lvalue, int) and lvalue >= 1:
                     cfg.log_max_file = lvalue
                 else:

@@ -11,19 +11,22 @@ import shutil
 import signal as _signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from kettle.api.convert import from_dict, to_dict
-from kettle.daemon import logs, shim, stdio, users
+from kettle.daemon import health, logs, shim, stdio, users
 from kettle.daemon import spec as specmod
-from kettle.daemon.store import CREATED, EXITED, RUNNING, Record, Store
+from kettle.daemon.store import CREATED, EXITED, PAUSED, RESTARTING, RUNNING, Record, Store
+from kettle.daemon.supervisor import Supervisor
 from kettle.errors import FailedPrecondition, InvalidArgument, KettleError, NotFound
-from kettle.proto import mount_pb, task_types_pb
+from kettle.proto import any_pb, empty_pb, mount_pb, task_pb, task_types_pb
+from kettle.proto._wire import Message
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from kettle.api.kettle_pb import CreateContainerRequest, LogsRequest
+    from kettle.api.kettle_pb import CreateContainerRequest, LogsRequest, RestartPolicy
     from kettle.daemon.bus import EventBus
     from kettle.daemon.config import Config
     from kettle.image.service import ImageService
@@ -33,6 +36,7 @@ _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 _STOP_DEFAULT_S = 10
 _EXIT_LOST = 255
 _COPIER_DRAIN_S = 5.0
+_RESOURCES_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources"
 
 
 @dataclass
@@ -75,6 +79,15 @@ class Containers:
         self.events_address = events_address
         self.bus = bus
         self.store = Store(os.path.join(root, "kettled.db"))
+        self.supervisor = Supervisor(self)
+        self.health = health.HealthMonitor(
+            health.exec_runner(self), self._health_changed, self._health_saved
+        )
+        self.health.start()
+        #: every shim address this kettled has used (released when it stops).
+        self._shims: set[str] = set()
+        #: cid -> its resolved check (None: none), for the failure action.
+        self._checks: dict[str, health.CheckConfig] = {}
         self._live: dict[str, Live] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -96,6 +109,12 @@ class Containers:
     # -- create --------------------------------------------------------------------------------
 
     def create(self, req: CreateContainerRequest) -> Record:
+        from kettle.daemon import policy
+
+        restart = policy.policy_of(req.restart)
+        policy.check_auto_remove(restart, req.auto_remove)
+        policy.backoff_params(req.restart, policy.BackoffParams())
+        logs.validate_log_opts(dict(req.log_opts))
         image = self.images.get(req.image)
         config = self.images.config(image)
         cid = secrets.token_hex(32)
@@ -118,7 +137,10 @@ class Containers:
         try:
             mounts = self.images.prepare_rootfs(image, cid)
             user = users.resolve(req.user or config.user, users.layer_dirs(mounts))
-            spec = specmod.build(self.namespace, cid, req.hostname or cid[:12], config, req, user)
+            vols = specmod.volume_store(self.root)
+            spec = specmod.build(
+                self.namespace, cid, req.hostname or cid[:12], config, req, user, vols
+            )
             rec.spec = json.dumps(spec)
             os.makedirs(bundle, mode=0o711)
             os.makedirs(os.path.dirname(self.log_path(cid)), mode=0o700)
@@ -130,6 +152,10 @@ class Containers:
             self.store.update(rec)
         except BaseException:
             self._discard(cid)
+            try:
+                specmod.volume_store(self.root).remove_anonymous_of(cid)
+            except (KettleError, OSError) as e:
+                log.error("container %s: anonymous volumes: %s", cid, e)
             raise
         log.info("created container %s (%s) from %s", cid, name, image.name)
         self.publish(rec, "create")
@@ -145,8 +171,9 @@ class Containers:
         rec = self.store.find(ref)
         with self._lock(rec.id):
             rec = self.store.find(rec.id)
-            if rec.status == RUNNING:
+            if rec.status in (RUNNING, PAUSED):
                 raise FailedPrecondition(f"container {rec.id} is already running")
+            self.supervisor.cancel(rec.id)
             self._start(rec)
         return rec
 
@@ -158,14 +185,23 @@ class Containers:
             for m in raw
         ]
 
-    def _start(self, rec: Record) -> None:
+    def _start(self, rec: Record, by_policy: bool = False) -> None:
+        """Run the container (again).  A start by the user begins a new restart history."""
+        if not by_policy:
+            rec.restart_count = 0
+            rec.streak = 0
+        rec.next_restart_ns = 0
         bundle = self.bundle(rec.id)
         task: shim.Task | None = None
         io = self._io(rec)
         live: Live | None = None
         try:
             io.open()
-            address = shim.start(self.namespace, self.events_address, rec.id, bundle)
+            address = shim.start(
+                self.namespace, self.events_address, rec.id, bundle, self.config.runtime
+            )
+            with self._guard:
+                self._shims.add(address)
             task = shim.Task(address, self.namespace, rec.id)
             task.create(bundle, self._rootfs(rec.id), io)
             live = Live(task, io)
@@ -186,8 +222,69 @@ class Containers:
         rec.oom_killed = False
         self.store.update(rec)
         self._watch(rec.id, live)
+        self._watch_health(rec, fresh=True)
         log.info("started container %s, pid %d", rec.id, rec.pid)
         self.publish(rec, "start")
+
+    # -- health checks -------------------------------------------------------------------------
+
+    def _check_of(self, rec: Record) -> health.CheckConfig | None:
+        req = self.request(rec)
+        image_check = None
+        try:
+            image_check = self.images.config(self.images.get(rec.image)).healthcheck
+        except KettleError:
+            pass  # the image was removed since: only the container's own flags apply
+        return health.resolve(req.health, image_check)
+
+    def _watch_health(self, rec: Record, fresh: bool) -> None:
+        """Check a running container (fresh: a new run, "starting" again; else go on from the
+        state kept in its record, as after a daemon restart or an unpause)."""
+        try:
+            check = self._check_of(rec)
+        except KettleError as e:
+            log.error("container %s: health check: %s", rec.id, e)
+            return
+        if check is None:
+            return
+        kept = health.HealthState.from_json(rec.health)
+        state = health.on_start(kept) if fresh else kept
+        with self._guard:
+            self._checks[rec.id] = check
+        state = self.health.watch(rec.id, check, rec.started_ns, state=state)
+        self.store.set_health(rec.id, state.to_json())
+
+    def _unwatch_health(self, cid: str) -> None:
+        self.health.unwatch(cid)
+
+    def _health_saved(self, cid: str, state: health.HealthState) -> None:
+        self.store.set_health(cid, state.to_json())
+
+    def _health_changed(self, cid: str, state: health.HealthState, old: str) -> None:
+        rec = self.store.get(cid)
+        if rec is None:
+            return
+        self.publish(rec, f"health_status: {state.status}")
+        with self._guard:
+            check = self._checks.get(cid)
+        action = None if check is None else health.failure_action(check, old, state.status)
+        if action is not None:
+            # Not on the check's thread: a restart waits for this very container to exit.
+            threading.Thread(
+                target=self._health_action, args=(cid, action), name="health-action", daemon=True
+            ).start()
+
+    def _health_action(self, cid: str, action: str) -> None:
+        log.warning("container %s is unhealthy: %s (--health-on-failure)", cid, action)
+        try:
+            if action == "restart":
+                self.restart(cid, -1)
+            elif action == "kill":
+                live = self.live(cid)
+                if live is not None:
+                    live.task.kill(int(_signal.SIGKILL), all_=True)
+        except KettleError as e:
+            log.error("container %s: --health-on-failure %s: %s", cid, action, e)
 
     def _io(self, rec: Record) -> stdio.ContainerIO:
         req = self.request(rec)
@@ -220,11 +317,12 @@ class Containers:
         threading.Thread(target=self._waiter, args=(cid, live), daemon=True).start()
 
     def _waiter(self, cid: str, live: Live) -> None:
+        lost = False
         try:
             code = live.task.wait()
         except KettleError as e:
             log.error("container %s: lost its shim: %s", cid, e)
-            code = _EXIT_LOST
+            code, lost = _EXIT_LOST, True
         live.io.wait_drained(_COPIER_DRAIN_S)
         live.io.writer.close()
         live.log_done.set()
@@ -234,26 +332,30 @@ class Containers:
         except KettleError as e:
             log.error("container %s: delete task: %s", cid, e)
         live.task.close()
-        self._record_exit(cid, code)
+        self._unwatch_health(cid)
+        rec = self._record_exit(cid, code, lost)
         with self._guard:
             self._live.pop(cid, None)
+        # Decided before `exited` is set: a stop or restart waiting on it then finds the
+        # container either exited or restarting, never in between.
+        if rec is not None and not rec.auto_remove:
+            try:
+                self.supervisor.exited(rec)
+            except KettleError as e:
+                log.error("container %s: restart policy: %s", cid, e)
         live.exit_code = code
         live.exited.set()
         log.info("container %s exited with status %d", cid, code)
-        try:
-            rec = self.store.find(cid)
-        except KettleError:
-            return  # removed meanwhile
-        if rec.auto_remove:
+        if rec is not None and rec.auto_remove:
             try:
                 self.remove(cid, force=True)
             except KettleError as e:
                 log.error("container %s: auto-remove: %s", cid, e)
 
-    def _record_exit(self, cid: str, code: int, lost: bool = False) -> None:
+    def _record_exit(self, cid: str, code: int, lost: bool = False) -> Record | None:
         rec = self.store.get(cid)
         if rec is None:
-            return
+            return None
         rec.status = EXITED
         rec.exit_code = code
         rec.finished_ns = time.time_ns()
@@ -268,6 +370,7 @@ class Containers:
             rec.last_exit_reason = "exit"
         self.store.update(rec)
         self.publish(rec, "die", exitCode=str(code), reason=rec.last_exit_reason)
+        return rec
 
     def mark_oom(self, cid: str) -> None:
         """The shim saw the container's cgroup OOM-kill a process."""
@@ -275,6 +378,9 @@ class Containers:
         if rec is None:
             return
         rec.oom_killed = True
+        if rec.status != RUNNING and rec.last_exit_reason == "signal":
+            # The event came after Wait had already told of the exit.
+            rec.last_exit_reason = "oom"
         self.store.update(rec)
         self.publish(rec, "oom")
 
@@ -284,31 +390,143 @@ class Containers:
         rec = self.store.find(ref)
         with self._guard:
             live = self._live.get(rec.id)
-        if rec.status != RUNNING or live is None:
+        if rec.status not in (RUNNING, PAUSED) or live is None:
             raise FailedPrecondition(f"container {rec.id} is not running")
         return rec, live
+
+    def live(self, cid: str) -> Live | None:
+        with self._guard:
+            return self._live.get(cid)
+
+    def _task_call(self, live: Live, method: str, req: Message) -> None:
+        live.task.client.call("containerd.task.v2.Task", method, req, empty_pb.Empty, timeout=30)
+
+    def pause(self, ref: str) -> Record:
+        rec = self.store.find(ref)
+        with self._lock(rec.id):
+            rec, live = self._running(rec.id)
+            if rec.status == PAUSED:
+                raise FailedPrecondition(f"container {rec.id} is already paused")
+            self._unwatch_health(rec.id)
+            self._task_call(live, "Pause", task_pb.PauseRequest(id=rec.id))
+            rec.status = PAUSED
+            self.store.update(rec)
+        self.publish(rec, "pause")
+        return rec
+
+    def unpause(self, ref: str) -> Record:
+        rec = self.store.find(ref)
+        with self._lock(rec.id):
+            rec, live = self._running(rec.id)
+            if rec.status != PAUSED:
+                raise FailedPrecondition(f"container {rec.id} is not paused")
+            self._resume(rec, live)
+            self._watch_health(self.store.find(rec.id), fresh=False)
+        self.publish(rec, "unpause")
+        return rec
+
+    def _resume(self, rec: Record, live: Live) -> None:
+        self._task_call(live, "Resume", task_pb.ResumeRequest(id=rec.id))
+        rec.status = RUNNING
+        self.store.update(rec)
+
+    def rename(self, ref: str, name: str) -> Record:
+        if not _NAME.match(name):
+            raise InvalidArgument(f"container name {name!r}: use letters, digits, _ . -")
+        rec = self.store.find(ref)
+        with self._lock(rec.id):
+            rec = self.store.find(rec.id)
+            old = rec.name
+            rec.name = name
+            self.store.update(rec)  # AlreadyExists when the name is taken
+        self.publish(rec, "rename", oldName=old)
+        return rec
+
+    def restart(self, ref: str, timeout: int) -> Record:
+        rec = self.store.find(ref)
+        with self._lock(rec.id):
+            rec = self.store.find(rec.id)
+            live = self.live(rec.id)
+            self.supervisor.cancel(rec.id)
+            if live is not None:
+                # Marked as the user's stop so that no restart policy races this restart.
+                rec.stopped_by_user = True
+                self.store.update(rec)
+                if rec.status == PAUSED:
+                    self._resume(rec, live)
+                self._stop(rec, live, timeout)
+            rec = self.store.find(rec.id)
+            self.supervisor.cancel(rec.id)
+            self._start(rec)
+        self.publish(rec, "restart")
+        return rec
+
+    def update(
+        self, ref: str, resources: dict[str, Any] | None, restart: RestartPolicy | None
+    ) -> Record:
+        """Live resource limits (through the shim) and the restart policy."""
+        rec = self.store.find(ref)
+        with self._lock(rec.id):
+            rec = self.store.find(rec.id)
+            if resources:
+                live = self.live(rec.id)
+                if live is None:
+                    raise FailedPrecondition(
+                        f"container {rec.id} is not running: resources change only while it runs"
+                    )
+                value = json.dumps(resources).encode()
+                any_ = any_pb.Any(type_url=_RESOURCES_TYPE, value=value)
+                self._task_call(
+                    live, "Update", task_pb.UpdateTaskRequest(id=rec.id, resources=any_)
+                )
+            if restart is not None:
+                req = self.request(rec)
+                req.restart = restart
+                rec.config = json.dumps(to_dict(req))
+            self.store.update(rec)
+        self.publish(rec, "update")
+        return rec
 
     def kill(self, ref: str, signal: str) -> None:
         rec, live = self._running(ref)
         num = parse_signal(signal)
+        # As Docker's: a container the user killed is not brought back by its restart policy.
+        with self._lock(rec.id):
+            rec = self.store.find(rec.id)
+            rec.stopped_by_user = True
+            self.store.update(rec)
         live.task.kill(num)
         self.publish(rec, "kill", signal=str(num))
 
     def stop(self, ref: str, timeout: int) -> Record:
         rec = self.store.find(ref)
         with self._lock(rec.id):
-            with self._guard:
-                live = self._live.get(rec.id)
+            rec = self.store.find(rec.id)
+            live = self.live(rec.id)
             rec.stopped_by_user = True
             self.store.update(rec)
+            self.supervisor.cancel(rec.id)
+            self._unwatch_health(rec.id)
             if live is not None:
-                self._stop(live, _STOP_DEFAULT_S if timeout < 0 else timeout)
-        rec = self.store.find(rec.id)
+                if rec.status == PAUSED:
+                    self._resume(rec, live)
+                self._stop(rec, live, timeout)
+            rec = self.store.find(rec.id)
+            if rec.status == RESTARTING:
+                # A pending restart ends here: the container stays as it last exited.
+                rec.status = EXITED
+                rec.next_restart_ns = 0
+                self.store.update(rec)
         self.publish(rec, "stop")
         return rec
 
-    def _stop(self, live: Live, timeout: float) -> None:
-        live.task.kill(int(_signal.SIGTERM))
+    def _stop(self, rec: Record, live: Live, timeout: float) -> None:
+        """The stop signal (--stop-signal, else SIGTERM), then SIGKILL after the timeout
+        (negative: --stop-timeout, else 10 s)."""
+        req = self.request(rec)
+        if timeout < 0:
+            timeout = req.stop_timeout if req.stop_timeout >= 0 and req.stop_timeout else 10
+        live.task.kill(parse_signal(req.stop_signal or "SIGTERM"))
         if not live.exited.wait(timeout):
             live.task.kill(int(_signal.SIGKILL), all_=True)
             if not live.exited.wait(30):
@@ -319,17 +537,23 @@ class Containers:
     def remove(self, ref: str, force: bool) -> None:
         rec = self.store.find(ref)
         with self._lock(rec.id):
-            with self._guard:
-                live = self._live.get(rec.id)
+            rec = self.store.find(rec.id)
+            live = self.live(rec.id)
             if live is not None:
                 if not force:
                     raise FailedPrecondition(
                         f"container {rec.id} is running: stop it first or use force"
                     )
-                self._stop(live, 0)
+                rec.stopped_by_user = True
+                self.store.update(rec)
+                if rec.status == PAUSED:
+                    self._resume(rec, live)
+                self._stop(rec, live, 0)
+            self.supervisor.cancel(rec.id)
             self._discard(rec.id)
         with self._guard:
             self._locks.pop(rec.id, None)
+            self._checks.pop(rec.id, None)
         log.info("removed container %s", rec.id)
         self.publish(rec, "destroy")
 
@@ -353,7 +577,7 @@ class Containers:
     # -- queries -------------------------------------------------------------------------------
 
     def list(self, all_: bool) -> list[Record]:
-        return [r for r in self.store.all() if all_ or r.status == RUNNING]
+        return [r for r in self.store.all() if all_ or r.status in (RUNNING, PAUSED, RESTARTING)]
 
     def inspect(self, ref: str) -> Record:
         return self.store.find(ref)
@@ -370,27 +594,50 @@ class Containers:
         live.exited.wait()
         return live.exit_code
 
-    def logs(self, ref: str, req: LogsRequest) -> Iterator[dict[str, object]]:
+    def logs(
+        self, ref: str, req: LogsRequest, active: Callable[[], bool] | None = None
+    ) -> Iterator[dict[str, object]]:
+        """active: False once the client has gone (a follow ends then)."""
         rec = self.store.find(ref)
         with self._guard:
             live = self._live.get(rec.id)
         done = None if live is None else live.log_done
-        yield from logs.stream(self.log_path(rec.id), req, done)
+        yield from logs.stream(self.log_path(rec.id), req, done, active)
+
+    def close(self) -> None:
+        """kettled is stopping: containers keep running; lingering idle shims go now."""
+        self.supervisor.close()
+        self.health.close()
+        with self._guard:
+            addresses = sorted(self._shims)
+        for address in addresses:
+            shim.release(address, self.namespace)
 
     # -- start-up ------------------------------------------------------------------------------
 
     def reconcile(self) -> None:
-        """Reconnect to the shims of containers recorded as running; settle the others."""
+        """Reconnect to the shims of containers recorded as running; settle the others: those
+        that ended while kettled was away are recorded (their shim kept the status) and get
+        their restart policy; pending restarts keep their schedule; exited `always` and
+        `unless-stopped` containers come back, as Docker's do when its daemon starts."""
         for rec in self.store.all():
-            if rec.status != RUNNING:
-                continue
-            try:
-                self._reconnect(rec)
-            except KettleError as e:
-                log.error("container %s: %s; marking it exited", rec.id, e)
-                self._lost(rec)
+            if rec.status in (RUNNING, PAUSED):
+                try:
+                    ended = self._reconnect(rec)
+                except KettleError as e:
+                    log.error("container %s: %s; marking it exited", rec.id, e)
+                    ended = self._lost(rec)
+                if ended is not None:
+                    self.supervisor.exited(ended)
+            elif rec.status == RESTARTING:
+                self.supervisor.schedule(rec.id, rec.next_restart_ns)
+            elif rec.status == EXITED:
+                self.supervisor.exited(rec, daemon_restart=True)
 
-    def _reconnect(self, rec: Record) -> None:
+    def _reconnect(self, rec: Record) -> Record | None:
+        """None: it still runs; else its record, now exited."""
+        with self._guard:
+            self._shims.add(rec.shim_address)
         task = shim.Task(rec.shim_address, self.namespace, rec.id)
         try:
             st = task.state()
@@ -403,8 +650,10 @@ class Containers:
             live = Live(task, io)
             io.start()
             self._watch(rec.id, live)
+            if rec.status == RUNNING:
+                self._watch_health(rec, fresh=False)
             log.info("reconnected to container %s", rec.id)
-            return
+            return None
         io = self._io(rec)
         try:
             io.drain_exited()
@@ -415,11 +664,11 @@ class Containers:
             task.shutdown()
         finally:
             task.close()
-        self._record_exit(rec.id, st.exit_status)
+        return self._record_exit(rec.id, st.exit_status)
 
-    def _lost(self, rec: Record) -> None:
+    def _lost(self, rec: Record) -> Record | None:
         try:
             shim.delete(self.namespace, self.events_address, rec.id, self.bundle(rec.id))
         except KettleError as e:
             log.error("container %s: %s", rec.id, e)
-        self._record_exit(rec.id, _EXIT_LOST, lost=True)
+        return self._record_exit(rec.id, _EXIT_LOST, lost=True)

@@ -53,6 +53,7 @@ def run(cfg: Config) -> None:
     from kettle.daemon.events import EventSink
     from kettle.daemon.server import serve
     from kettle.daemon.services import make_parts
+    from kettle.image.credentials import CredentialStore
     from kettle.image.service import ImageService, RegistryOptions
 
     for d in (cfg.root, cfg.state, os.path.dirname(cfg.address)):
@@ -68,19 +69,31 @@ def run(cfg: Config) -> None:
     options = RegistryOptions(plain_http=tuple(cfg.plain_http))
     if cfg.certs_dirs:
         options = dataclasses.replace(options, certs_dirs=tuple(cfg.certs_dirs))
-    images = ImageService(os.path.join(cfg.root, "images"), registry=options)
+    if cfg.mirrors:
+        mirrors = tuple((host, tuple(eps)) for host, eps in cfg.mirrors.items())
+        options = dataclasses.replace(options, mirrors=mirrors)
+    images = ImageService(
+        os.path.join(cfg.root, "images"),
+        registry=options,
+        # kettled's logins live under its root, apart from Docker's config.json.
+        credentials=CredentialStore(os.path.join(cfg.root, "auth.json"), use_docker=False),
+    )
     bus = EventBus()
     events = EventSink(os.path.join(cfg.state, "events.sock"), bus)
     containers = Containers(cfg, images, events.address, bus)
     events.on_oom = containers.mark_oom
     daemon = Daemon(cfg, images, containers, bus)
     containers.reconcile()
-    server = serve(make_parts(daemon), cfg.address, _kettle_gid())
+    tcp = None
+    if cfg.tcp_address:
+        tcp = (cfg.tcp_address, cfg.tls_cert, cfg.tls_key, cfg.tls_ca)
+    server = serve(make_parts(daemon), cfg.address, _kettle_gid(), tcp)
     log.info("kettled listening on %s", cfg.address)
     while not stop.wait(3600):
         pass
     log.info("kettled stopping; containers keep running")
     server.stop(grace=2).wait()
+    containers.close()
     events.close()
     os.close(lock)
 

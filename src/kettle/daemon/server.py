@@ -108,8 +108,14 @@ def _remove_stale(path: str) -> None:
     raise FailedPrecondition(f"address {path}: another kettled is listening there")
 
 
-def serve(parts: Sequence[object], path: str, group_gid: int | None) -> grpc.Server:
-    """A gRPC server on unix socket `path`, mode 0660 (group: `kettle` when it exists)."""
+def serve(
+    parts: Sequence[object],
+    path: str,
+    group_gid: int | None,
+    tcp: tuple[str, str, str, str] | None = None,
+) -> grpc.Server:
+    """A gRPC server on unix socket `path`, mode 0660 (group: `kettle` when it exists), and
+    with tcp = (address, cert, key, ca) also on TCP with mutual TLS."""
     from concurrent.futures import ThreadPoolExecutor
 
     if os.path.lexists(path):
@@ -121,6 +127,9 @@ def serve(parts: Sequence[object], path: str, group_gid: int | None) -> grpc.Ser
     old = os.umask(0o117)
     try:
         server.add_insecure_port(f"unix:{path}")
+        if tcp is not None:
+            port = add_tcp(server, *tcp)
+            log.info("kettled listening on tcp %s (port %d, mutual TLS)", tcp[0], port)
         server.start()
     finally:
         os.umask(old)
@@ -128,3 +137,24 @@ def serve(parts: Sequence[object], path: str, group_gid: int | None) -> grpc.Ser
     if group_gid is not None:
         os.chown(path, 0, group_gid)
     return server
+
+
+def add_tcp(server: grpc.Server, address: str, cert: str, key: str, ca: str) -> int:
+    """A TCP listener with mutual TLS: clients must present a certificate signed by `ca`.
+    The port bound (address may ask for port 0)."""
+    files = {}
+    for what, path in (("tls_cert", cert), ("tls_key", key), ("tls_ca", ca)):
+        try:
+            with open(path, "rb") as f:
+                files[what] = f.read()
+        except OSError as e:
+            raise FailedPrecondition(f"tcp.{what} {path}: {oserror_text(e)}") from None
+    creds = grpc.ssl_server_credentials(
+        [(files["tls_key"], files["tls_cert"])],
+        root_certificates=files["tls_ca"],
+        require_client_auth=True,
+    )
+    port = server.add_secure_port(address, creds)
+    if not port:
+        raise FailedPrecondition(f"tcp.address {address}: cannot listen there")
+    return int(port)

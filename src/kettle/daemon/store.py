@@ -44,6 +44,8 @@ class Record:
     #: JSON of kettle.daemon health state ("" when no check).
     health: str = ""
     group: str = ""
+    #: restarts in a row without a run long enough to reset the back-off.
+    streak: int = 0
 
     def command(self) -> list[str]:
         args = json.loads(self.spec).get("process", {}).get("args", [])
@@ -73,12 +75,13 @@ _COLUMNS: tuple[tuple[str, str], ...] = (
     ("oom_killed", "INTEGER NOT NULL DEFAULT 0"),
     ("health", "TEXT NOT NULL DEFAULT ''"),
     ("grp", "TEXT NOT NULL DEFAULT ''"),
+    ("streak", "INTEGER NOT NULL DEFAULT 0"),
 )
 _NAMES = [c for c, _t in _COLUMNS]
 _SELECT = ", ".join(_NAMES)
 _BOOLS = {"auto_remove", "stopped_by_user", "oom_killed"}
 _INTS = {"exit_code", "created_ns", "started_ns", "finished_ns", "pid", "restart_count"}
-_INTS |= {"next_restart_ns"}
+_INTS |= {"next_restart_ns", "streak"}
 
 
 def _attr(column: str) -> str:
@@ -122,6 +125,10 @@ class Store:
         columns = ",\n".join(f"{c} {t}" for c, t in _COLUMNS)
         self._db.execute(f"CREATE TABLE IF NOT EXISTS containers (\n{columns}\n)")
         # A database from an older kettled: add the columns it lacks (their defaults apply).
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS groups (name TEXT PRIMARY KEY, replicas INTEGER NOT NULL,"
+            " template TEXT NOT NULL, created_ns INTEGER NOT NULL)"
+        )
         have = {row[1] for row in self._db.execute("PRAGMA table_info(containers)")}
         for column, sqltype in _COLUMNS:
             if column not in have:
@@ -151,6 +158,11 @@ class Store:
                 )
             except sqlite3.IntegrityError:
                 raise AlreadyExists(f"container name {rec.name} is already in use") from None
+
+    def set_health(self, container_id: str, text: str) -> None:
+        """One column: a health check's result never writes back a stale status."""
+        with self._lock:
+            self._db.execute("UPDATE containers SET health = ? WHERE id = ?", (text, container_id))
 
     def delete(self, container_id: str) -> None:
         with self._lock:
@@ -188,3 +200,42 @@ class Store:
             what = "no such container" if not rows else "ambiguous container id"
             raise NotFound(f"{what}: {ref}")
         return _record(rows[0])
+
+    # -- replica groups ------------------------------------------------------------------------
+
+    def put_group(self, group: GroupRecord) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO groups (name, replicas, template, created_ns)"
+                " VALUES (?,?,?,?)",
+                (group.name, group.replicas, group.template, group.created_ns),
+            )
+
+    def get_group(self, name: str) -> GroupRecord | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT name, replicas, template, created_ns FROM groups WHERE name = ?", (name,)
+            ).fetchone()
+        return (
+            None if row is None else GroupRecord(str(row[0]), int(row[1]), str(row[2]), int(row[3]))
+        )
+
+    def groups(self) -> list[GroupRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT name, replicas, template, created_ns FROM groups ORDER BY name"
+            ).fetchall()
+        return [GroupRecord(str(r[0]), int(r[1]), str(r[2]), int(r[3])) for r in rows]
+
+    def delete_group(self, name: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM groups WHERE name = ?", (name,))
+
+
+@dataclass
+class GroupRecord:
+    name: str
+    replicas: int
+    #: the members' CreateContainerRequest (kettle.api.convert.to_dict, JSON).
+    template: str
+    created_ns: int

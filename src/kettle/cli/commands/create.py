@@ -19,7 +19,10 @@ HELP = "create a container"
 
 
 def configure(p: argparse.ArgumentParser) -> None:
+    from kettle.cli.commands.run import add_replicas
+
     runflags.add_flags(p)
+    add_replicas(p)
 
 
 def create(client: Client, req: pb.CreateContainerRequest) -> pb.Container:
@@ -35,5 +38,9 @@ def create(client: Client, req: pb.CreateContainerRequest) -> pb.Container:
 
 
 def run(client: Client, a: argparse.Namespace) -> int:
+    if a.replicas is not None:
+        from kettle.cli.commands.run import run_group
+
+        return run_group(client, a, start=False)
     out(create(client, runflags.request(a, auto_remove=a.rm)).id)
     return 0

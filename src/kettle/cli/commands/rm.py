@@ -7,11 +7,12 @@ from typing import TYPE_CHECKING
 
 from kettle.api import kettle_pb as pb
 from kettle.cli.common import out
+from kettle.errors import NotFound
 
 if TYPE_CHECKING:
     from kettle.cli.client import Client
 
-HELP = "remove containers"
+HELP = "remove containers (or replica groups, by name)"
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -21,6 +22,13 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def run(client: Client, a: argparse.Namespace) -> int:
     for ref in a.containers:
-        client.call("RemoveContainer", pb.RemoveContainerRequest(id=ref, force=a.force), pb.Empty)
+        try:
+            req = pb.RemoveContainerRequest(id=ref, force=a.force)
+            client.call("RemoveContainer", req, pb.Empty)
+        except NotFound:
+            try:
+                client.call("RemoveGroup", pb.GroupRequest(name=ref, force=a.force), pb.Empty)
+            except NotFound:
+                raise NotFound(f"no such container or group: {ref}") from None
         out(ref)
     return 0

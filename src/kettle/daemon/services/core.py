@@ -1,7 +1,8 @@
-"""kettle.v1 methods: version, images (pull, list, remove) and the container basics."""
+"""kettle.v1 methods: version and the container basics."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -10,14 +11,37 @@ from kettle.api import API_VERSION
 from kettle.api import kettle_pb as pb
 from kettle.daemon.services import Context
 from kettle.daemon.store import Record
+from kettle.errors import KettleError, NotFound
 
 if TYPE_CHECKING:
     from kettle.daemon.context import Daemon
-    from kettle.image.metadata import ImageRecord
-    from kettle.image.pull import PullEvent
 
 
-def container_msg(rec: Record, with_spec: bool = False) -> pb.Container:
+def health_msg(text: str) -> pb.Health | None:
+    """Record.health (JSON kept by kettle.daemon.health) as the API's message."""
+    if not text:
+        return None
+    data = json.loads(text)
+    return pb.Health(
+        status=str(data.get("status", "")),
+        failing_streak=int(data.get("failing_streak", 0)),
+        log=[
+            pb.HealthResult(
+                start_ns=int(r.get("start_ns", 0)),
+                end_ns=int(r.get("end_ns", 0)),
+                exit_code=int(r.get("exit_code", 0)),
+                output=str(r.get("output", "")),
+            )
+            for r in data.get("log", [])
+        ],
+    )
+
+
+def container_msg(rec: Record, detail: bool = False) -> pb.Container:
+    """detail: with the spec and the create request (inspect)."""
+    from kettle.api.convert import from_dict
+
+    req = from_dict(pb.CreateContainerRequest, json.loads(rec.config))
     return pb.Container(
         id=rec.id,
         name=rec.name,
@@ -31,18 +55,18 @@ def container_msg(rec: Record, with_spec: bool = False) -> pb.Container:
         command=rec.command(),
         labels=rec.labels,
         auto_remove=rec.auto_remove,
-        spec_json=rec.spec if with_spec else "",
-    )
-
-
-def image_msg(rec: ImageRecord) -> pb.Image:
-    return pb.Image(
-        name=rec.name,
-        digest=rec.target,
-        config=rec.config,
-        size=rec.size,
-        created_ns=int(rec.created * 1e9),
-        platform=rec.platform,
+        spec_json=rec.spec if detail else "",
+        config_json=rec.config if detail else "",
+        tty=req.tty,
+        open_stdin=req.open_stdin,
+        restart=req.restart or pb.RestartPolicy(name="no"),
+        restart_count=rec.restart_count,
+        last_exit_reason=rec.last_exit_reason,
+        next_restart_ns=rec.next_restart_ns,
+        health=health_msg(rec.health),
+        group=rec.group,
+        stopped_by_user=rec.stopped_by_user,
+        oom_killed=rec.oom_killed,
     )
 
 
@@ -58,43 +82,6 @@ class Part:
         return pb.VersionResponse(
             version=kettle.__version__, api_version=API_VERSION, root=self.root, state=self.state
         )
-
-    def pull_image(self, req: pb.PullImageRequest, _ctx: Context) -> Iterator[pb.PullProgress]:
-        import queue
-        import threading
-
-        events: queue.Queue[pb.PullProgress | BaseException | None] = queue.Queue()
-
-        def progress(ev: PullEvent) -> None:
-            events.put(
-                pb.PullProgress(kind=ev.kind, digest=ev.digest, done=ev.done, total=ev.total)
-            )
-
-        def run() -> None:
-            try:
-                rec = self.images.pull(req.reference, progress=progress)
-                events.put(
-                    pb.PullProgress(kind="complete", digest=rec.target, image=image_msg(rec))
-                )
-                events.put(None)
-            except BaseException as e:  # handed to the RPC thread, which reports it
-                events.put(e)
-
-        threading.Thread(target=run, name="pull", daemon=True).start()
-        while True:
-            item = events.get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    def list_images(self, _req: pb.ListImagesRequest, _ctx: Context) -> pb.ListImagesResponse:
-        return pb.ListImagesResponse(images=[image_msg(r) for r in self.images.list()])
-
-    def remove_image(self, req: pb.RemoveImageRequest, _ctx: Context) -> pb.Empty:
-        self.images.remove(req.reference)
-        return pb.Empty()
 
     def create_container(self, req: pb.CreateContainerRequest, _ctx: Context) -> pb.Container:
         return container_msg(self.containers.create(req))
@@ -120,15 +107,63 @@ class Part:
         return pb.ListContainersResponse(containers=[container_msg(r) for r in recs])
 
     def inspect_container(self, req: pb.ContainerRequest, _ctx: Context) -> pb.Container:
-        return container_msg(self.containers.inspect(req.id), with_spec=True)
+        return container_msg(self.containers.inspect(req.id), detail=True)
 
-    def logs(self, req: pb.LogsRequest, _ctx: Context) -> Iterator[pb.LogEntry]:
-        for e in self.containers.logs(req.id, req):
-            yield pb.LogEntry(
-                stream=str(e["stream"]),
-                time_ns=int(str(e["time_ns"])),
-                line=str(e["log"]).encode(),
-            )
+    def logs(self, req: pb.LogsRequest, ctx: Context) -> Iterator[pb.LogEntry]:
+        try:
+            self.containers.store.find(req.id)
+        except NotFound:
+            if self.containers.store.get_group(req.id) is None:
+                raise
+            yield from self._group_logs(req, ctx)
+            return
+        for e in self.containers.logs(req.id, req, ctx.is_active):
+            yield _entry(e)
+
+    def _group_logs(self, req: pb.LogsRequest, ctx: Context) -> Iterator[pb.LogEntry]:
+        """Every member's log, each line marked with the member's name: merged by time when
+        not following; when following, as the lines come."""
+        members = [r for r in self.containers.store.all() if r.group == req.id]
+        if not req.follow:
+            merged = [_entry(e, r.name) for r in members for e in self.containers.logs(r.id, req)]
+            yield from sorted(merged, key=lambda m: m.time_ns)
+            return
+        import queue
+        import threading
+
+        q: queue.Queue[pb.LogEntry | None] = queue.Queue(1024)
+        gone = threading.Event()
+        ctx.add_callback(gone.set)
+
+        def pump(cid: str, name: str) -> None:
+            try:
+                for e in self.containers.logs(cid, req, lambda: not gone.is_set()):
+                    if gone.is_set():
+                        return
+                    q.put(_entry(e, name))
+            except KettleError:
+                pass  # the member was removed (scaled down) while we followed it
+            finally:
+                q.put(None)
+
+        for r in members:
+            threading.Thread(target=pump, args=(r.id, r.name), daemon=True).start()
+        running = len(members)
+        while running:
+            item = q.get()
+            if item is None:
+                running -= 1
+            else:
+                yield item
 
     def wait(self, req: pb.ContainerRequest, _ctx: Context) -> pb.WaitResponse:
         return pb.WaitResponse(exit_code=self.containers.wait(req.id))
+
+
+def _entry(e: dict[str, object], container: str = "") -> pb.LogEntry:
+    return pb.LogEntry(
+        stream=str(e["stream"]),
+        time_ns=int(str(e["time_ns"])),
+        line=str(e["log"]).encode(),
+        container=container,
+    )

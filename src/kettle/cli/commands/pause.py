@@ -1,0 +1,25 @@
+"""kctl pause CONTAINER..."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from kettle.api import kettle_pb as pb
+from kettle.cli.common import out
+
+if TYPE_CHECKING:
+    from kettle.cli.client import Client
+
+HELP = "pause every process of containers (the cgroup freezer)"
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("containers", nargs="+")
+
+
+def run(client: Client, a: argparse.Namespace) -> int:
+    for ref in a.containers:
+        client.call("PauseContainer", pb.ContainerRequest(id=ref), pb.Container)
+        out(ref)
+    return 0
