@@ -61,12 +61,15 @@ fi
 # kettle-runtime and the shim start once per container operation, so their launchers are our
 # own rather than pip's: `-IS` skips site (and with it every .pth file) and user paths, ~5 ms a
 # start, and pip's template would also import re (~6 ms).  Both need only the standard library.
-write_launcher() { # NAME MODULE
+# kctl too (a command per keystroke of its user), with the venv's site-packages named by hand
+# since -S leaves them out: it needs grpcio.
+site_packages="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["platlib"])')"
+write_launcher() { # NAME MODULE [EXTRA_PATH]
     cat >"$venv/bin/$1" <<LAUNCHER
 #!$venv/bin/python -IS
 # Written by scripts/install.sh (see there for why this is not pip's launcher).
 import sys
-sys.path.insert(0, "$repo/src")
+sys.path[:0] = ["$repo/src"${3:+, \"$3\"}]
 from $2 import main
 sys.exit(main())
 LAUNCHER
@@ -74,6 +77,7 @@ LAUNCHER
 }
 write_launcher kettle-runtime kettle.runtime.cli
 write_launcher containerd-shim-kettle-v2 kettle.shim.main
+write_launcher kctl kettle.cli.main "$site_packages"
 # Bytecode ahead of time: a start must never pay for compiling (PYTHONDONTWRITEBYTECODE may be
 # set, and an unprivileged user cannot write __pycache__ here).
 "$venv/bin/python" -m compileall -q "$repo/src" >/dev/null

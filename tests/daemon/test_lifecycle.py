@@ -216,3 +216,22 @@ print(" ".join(g.members))
         assert kettled.ok("ps", "-a", "-f", f"group={group}", "-q") == ""
     finally:
         kettled.kctl("rm", "-f", group)
+
+
+def test_unary_verbs_skip_grpc_and_fall_back_to_it(kettled: Kettled, ref: str) -> None:
+    """kctl's unary calls go over kettled's ttrpc socket (no grpcio import); without that
+    socket (an older kettled) they go over gRPC."""
+    code = (
+        "import sys, kettle.cli.main as m; code = m.main(sys.argv[1:]); "
+        "print('grpc' in sys.modules, code, file=sys.stderr)"
+    )
+    argv = [sys.executable, "-c", code, "--address", kettled.address, "ps", "-a", "-q"]
+    res = subprocess.run(argv, capture_output=True, text=True, check=False)
+    assert res.stderr.split() == ["False", "0"], res.stderr
+    fast = kettled.address + ".ttrpc"
+    os.rename(fast, fast + ".away")
+    try:
+        res = subprocess.run(argv, capture_output=True, text=True, check=False)
+        assert res.stderr.split() == ["True", "0"], res.stderr
+    finally:
+        os.rename(fast + ".away", fast)

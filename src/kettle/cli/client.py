@@ -6,7 +6,7 @@ import queue
 from collections.abc import Iterator
 from typing import Any, Generic, TypeVar
 
-from kettle.api import CLIENT_STREAMING, SERVER_STREAMING, SERVICE
+from kettle.api import CLIENT_STREAMING, SERVER_STREAMING, SERVICE, TTRPC_SUFFIX
 from kettle.api import kettle_pb as pb
 from kettle.errors import KettleError, Unavailable, from_grpc_code
 from kettle.proto._wire import Message
@@ -41,29 +41,63 @@ class TLSFiles:
 class Client:
     def __init__(self, address: str, tls: TLSFiles | None = None) -> None:
         """address: a unix socket path (or unix:PATH), or tcp://HOST:PORT with tls (kettled
-        listens on TCP only with mutual TLS)."""
-        import grpc  # type: ignore[import-untyped]  # grpcio ships no stubs
-
-        self._grpc: Any = grpc
+        listens on TCP only with mutual TLS).  Nothing is connected or imported until the
+        first call."""
         self.address = address
-        if address.startswith("tcp://"):
-            if tls is None:
-                from kettle.errors import InvalidArgument
+        if address.startswith("tcp://") and tls is None:
+            from kettle.errors import InvalidArgument
 
-                raise InvalidArgument(
-                    f"address {address}: TCP needs --tlscacert, --tlscert and --tlskey"
-                )
-            ca, cert, key = tls.read()
-            creds = grpc.ssl_channel_credentials(
-                root_certificates=ca, private_key=key, certificate_chain=cert
+            raise InvalidArgument(
+                f"address {address}: TCP needs --tlscacert, --tlscert and --tlskey"
             )
-            self._channel: Any = grpc.secure_channel(address[len("tcp://") :], creds)
-            return
-        target = address if address.startswith("unix:") else f"unix:{address}"
-        self._channel = grpc.insecure_channel(target)
+        self._tls = tls
+        self._grpc_mod: Any = None
+        self._channel_obj: Any = None
+        self._fast: Any = None
+        #: False once the ttrpc socket was found missing (an older kettled): gRPC only.
+        self._try_fast = not address.startswith("tcp://")
+
+    @property
+    def _grpc(self) -> Any:
+        if self._grpc_mod is None:
+            import grpc  # type: ignore[import-untyped]  # grpcio ships no stubs
+
+            self._grpc_mod = grpc
+        return self._grpc_mod
+
+    @property
+    def _channel(self) -> Any:
+        if self._channel_obj is None:
+            grpc = self._grpc
+            if self.address.startswith("tcp://"):
+                assert self._tls is not None
+                ca, cert, key = self._tls.read()
+                creds = grpc.ssl_channel_credentials(
+                    root_certificates=ca, private_key=key, certificate_chain=cert
+                )
+                self._channel_obj = grpc.secure_channel(self.address[len("tcp://") :], creds)
+            else:
+                path = self.address.removeprefix("unix:")
+                self._channel_obj = grpc.insecure_channel(f"unix:{path}")
+        return self._channel_obj
+
+    def _fast_client(self) -> Any:
+        """The ttrpc connection for unary calls, or None (then gRPC)."""
+        if self._fast is None and self._try_fast:
+            from kettle.ttrpc import Client as TtrpcClient
+
+            path = self.address.removeprefix("unix:") + TTRPC_SUFFIX
+            try:
+                self._fast = TtrpcClient.connect(path, timeout=10)
+            except Unavailable:
+                self._try_fast = False  # gRPC tells whether kettled is there at all
+        return self._fast
 
     def close(self) -> None:
-        self._channel.close()
+        if self._fast is not None:
+            self._fast.close()
+        if self._channel_obj is not None:
+            self._channel_obj.close()
 
     def _error(self, exc: Any) -> KettleError:
         code = exc.code()
@@ -90,6 +124,11 @@ class Client:
         )
 
     def call(self, name: str, request: Message, response_type: type[M]) -> M:
+        fast = self._fast_client()
+        if fast is not None and name not in CLIENT_STREAMING and name not in SERVER_STREAMING:
+            resp = fast.call(SERVICE, name, request, response_type)
+            assert isinstance(resp, response_type)
+            return resp
         try:
             resp = self._method(name)(request)
         except self._grpc.RpcError as e:

@@ -47,11 +47,12 @@ def _kettle_gid() -> int | None:
 
 
 def run(cfg: Config) -> None:
+    from kettle.api import TTRPC_SUFFIX
     from kettle.daemon.bus import EventBus
     from kettle.daemon.containers import Containers
     from kettle.daemon.context import Daemon
     from kettle.daemon.events import EventSink
-    from kettle.daemon.server import serve
+    from kettle.daemon.server import serve, serve_ttrpc
     from kettle.daemon.services import make_parts
     from kettle.image.credentials import CredentialStore
     from kettle.image.service import ImageService, RegistryOptions
@@ -87,11 +88,14 @@ def run(cfg: Config) -> None:
     tcp = None
     if cfg.tcp_address:
         tcp = (cfg.tcp_address, cfg.tls_cert, cfg.tls_key, cfg.tls_ca)
-    server = serve(make_parts(daemon), cfg.address, _kettle_gid(), tcp)
+    parts = make_parts(daemon)
+    server = serve(parts, cfg.address, _kettle_gid(), tcp)
+    fast = serve_ttrpc(parts, cfg.address + TTRPC_SUFFIX, _kettle_gid())
     log.info("kettled listening on %s", cfg.address)
     while not stop.wait(3600):
         pass
     log.info("kettled stopping; containers keep running")
+    fast.shutdown(grace=2)
     server.stop(grace=2).wait()
     containers.close()
     events.close()

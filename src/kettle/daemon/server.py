@@ -158,3 +158,49 @@ def add_tcp(server: grpc.Server, address: str, cert: str, key: str, ca: str) -> 
     if not port:
         raise FailedPrecondition(f"tcp.address {address}: cannot listen there")
     return int(port)
+
+
+class _Unary:
+    """The parts' unary methods, as a kettle.ttrpc server calls them (fn(request, ctx)): the
+    gRPC context is not there, and unary methods do not use it."""
+
+    def __init__(self, parts: Sequence[object]) -> None:
+        for name in pb.KETTLE_SERVICE.methods:
+            if name in CLIENT_STREAMING or name in SERVER_STREAMING:
+                continue
+            attr = _snake(name)
+            fn = next((getattr(p, attr) for p in parts if hasattr(p, attr)), None)
+            if fn is not None:
+                setattr(self, attr, _ttrpc_handler(name, fn))
+
+
+def _ttrpc_handler(method: str, fn: Handler) -> Callable[[Any, Any], Any]:
+    def handler(req: Any, _ctx: Any) -> Any:
+        try:
+            return fn(req, None)
+        except KettleError:
+            raise
+        except Exception as e:
+            log.exception("%s: unexpected error", method)
+            from kettle.errors import Internal
+
+            raise Internal(f"{method}: internal error: {e}") from None
+
+    return handler
+
+
+def serve_ttrpc(parts: Sequence[object], path: str, group_gid: int | None) -> Any:
+    """The unary methods over ttrpc on `path` (mode 0660 like the gRPC socket): kctl's fast
+    path, since importing grpcio is most of a kctl start."""
+    from kettle.ttrpc import Server as TtrpcServer
+
+    if os.path.lexists(path):
+        os.unlink(path)  # the gRPC socket beside it was free, so this one is a dead kettled's
+    # Access is the socket's mode and group, as for the gRPC socket (no same-user check).
+    server = TtrpcServer(peer_check=None, log=lambda line: log.warning("ttrpc: %s", line))
+    server.register_service(pb.KETTLE_SERVICE, _Unary(parts))
+    server.listen(path, mode=0o660)
+    if group_gid is not None:
+        os.chown(path, 0, group_gid)
+    server.start()
+    return server
