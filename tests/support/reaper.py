@@ -33,6 +33,16 @@ def _nspid_depth(pid: int) -> int:
     return 0
 
 
+def _start_time(pid: int) -> int:
+    """The process's start time (clock ticks after boot), 0 if gone: with the pid, it names one
+    process, so a reused pid is never mistaken for the zombie seen before."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
 class Reaper(threading.Thread):
     def __init__(self) -> None:
         super().__init__(name="container-reaper", daemon=True)
@@ -40,7 +50,7 @@ class Reaper(threading.Thread):
         self._resumed = threading.Event()
         self._resumed.set()
         self.reaped: list[int] = []
-        self._first_seen: dict[int, float] = {}
+        self._first_seen: dict[tuple[int, int], float] = {}
 
     def run(self) -> None:
         while True:
@@ -56,13 +66,14 @@ class Reaper(threading.Thread):
             if not self._resumed.is_set():
                 continue
             pid = info.si_pid
+            key = (pid, _start_time(pid))
             now = time.monotonic()
-            first = self._first_seen.setdefault(pid, now)
+            first = self._first_seen.setdefault(key, now)
             if _nspid_depth(pid) > self._my_depth or now - first > ORPHAN_GRACE:
                 with contextlib.suppress(ChildProcessError):
                     os.waitpid(pid, 0)
                     self.reaped.append(pid)
-                self._first_seen.pop(pid, None)
+                self._first_seen.pop(key, None)
             else:
                 # Some subprocess.Popen is about to reap this one; look again shortly.
                 time.sleep(0.01)

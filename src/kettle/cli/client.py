@@ -137,6 +137,10 @@ class Client:
         return resp
 
     def stream(self, name: str, request: Message, response_type: type[M]) -> Iterator[M]:
+        fast = self._fast_client() if name not in CLIENT_STREAMING else None
+        if fast is not None:
+            yield from fast.call_stream(SERVICE, name, request, response_type)
+            return
         try:
             for resp in self._method(name)(request):
                 assert isinstance(resp, response_type)

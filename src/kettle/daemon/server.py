@@ -161,12 +161,13 @@ def add_tcp(server: grpc.Server, address: str, cert: str, key: str, ca: str) -> 
 
 
 class _Unary:
-    """The parts' unary methods, as a kettle.ttrpc server calls them (fn(request, ctx)): the
-    gRPC context is not there, and unary methods do not use it."""
+    """The parts' methods that take one request (unary, and server streams: ttrpc 1.2 Data
+    frames), as a kettle.ttrpc server calls them; its Context answers is_active() and
+    add_callback() as gRPC's does, the two the parts use."""
 
     def __init__(self, parts: Sequence[object]) -> None:
         for name in pb.KETTLE_SERVICE.methods:
-            if name in CLIENT_STREAMING or name in SERVER_STREAMING:
+            if name in CLIENT_STREAMING:
                 continue
             attr = _snake(name)
             fn = next((getattr(p, attr) for p in parts if hasattr(p, attr)), None)
@@ -175,9 +176,9 @@ class _Unary:
 
 
 def _ttrpc_handler(method: str, fn: Handler) -> Callable[[Any, Any], Any]:
-    def handler(req: Any, _ctx: Any) -> Any:
+    def handler(req: Any, ctx: Any) -> Any:
         try:
-            return fn(req, None)
+            return fn(req, ctx)
         except KettleError:
             raise
         except Exception as e:
@@ -190,8 +191,8 @@ def _ttrpc_handler(method: str, fn: Handler) -> Callable[[Any, Any], Any]:
 
 
 def serve_ttrpc(parts: Sequence[object], path: str, group_gid: int | None) -> Any:
-    """The unary methods over ttrpc on `path` (mode 0660 like the gRPC socket): kctl's fast
-    path, since importing grpcio is most of a kctl start."""
+    """The methods that take one request over ttrpc on `path` (mode 0660 like the gRPC
+    socket): kctl's fast path, since importing grpcio is most of a kctl start."""
     from kettle.ttrpc import Server as TtrpcServer
 
     if os.path.lexists(path):

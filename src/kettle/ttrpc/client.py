@@ -7,6 +7,7 @@ a long call (containerd's Wait) does not hold up the others.
 
 from __future__ import annotations
 
+import queue
 import socket
 import threading
 
@@ -15,6 +16,8 @@ from kettle.proto._wire import DecodeError, Message
 from kettle.proto.ttrpc_pb import KeyValue, Request, Response
 from kettle.ttrpc.address import socket_address
 from kettle.ttrpc.frame import (
+    FLAG_REMOTE_CLOSED,
+    TYPE_DATA,
     TYPE_REQUEST,
     TYPE_RESPONSE,
     FrameParser,
@@ -25,7 +28,7 @@ from kettle.ttrpc.status import RESOURCE_EXHAUSTED, error_for
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Iterator, Mapping, Sequence
     from typing import TypeVar
 
     M = TypeVar("M", bound=Message)
@@ -36,12 +39,19 @@ _MAX_STREAM_ID = (1 << 32) - 1
 
 
 class _Call:
-    __slots__ = ("done", "error", "response")
+    __slots__ = ("data", "done", "error", "response")
 
-    def __init__(self) -> None:
+    def __init__(self, streaming: bool = False) -> None:
         self.done = threading.Event()
         self.response: Response | None = None
         self.error: KettleError | None = None
+        #: a server stream's Data payloads, then None once the call has ended.
+        self.data: queue.Queue[bytes | None] | None = queue.Queue() if streaming else None
+
+    def end(self) -> None:
+        self.done.set()
+        if self.data is not None:
+            self.data.put(None)
 
 
 def _key_values(metadata: Metadata | None) -> list[KeyValue]:
@@ -133,6 +143,57 @@ class Client:
         where = f"{service}/{method}"
         if timeout is not None and timeout <= 0:
             raise DeadlineExceeded(f"{where}: deadline exceeded before the call")
+        call = _Call()
+        stream_id = self._send(service, method, request, timeout, metadata, call, 0)
+        if not call.done.wait(timeout):
+            self._forget(stream_id)
+            raise DeadlineExceeded(f"{where}: deadline exceeded after {timeout:g}s")
+        return self._result(call)
+
+    def call_stream(
+        self,
+        service: str,
+        method: str,
+        request: Message | bytes,
+        response_type: type[M],
+        *,
+        metadata: Metadata | None = None,
+    ) -> Iterator[M]:
+        """A server stream (ttrpc 1.2): the request says the client sends nothing more; the
+        server answers with Data frames, one message each, then the Response that ends it."""
+        call = _Call(streaming=True)
+        assert call.data is not None
+        stream_id = self._send(service, method, request, None, metadata, call, FLAG_REMOTE_CLOSED)
+        try:
+            while True:
+                payload = call.data.get()
+                if payload is None:
+                    break
+                yield response_type.decode(payload)
+            self._result(call)
+        finally:
+            self._forget(stream_id)
+
+    def _result(self, call: _Call) -> bytes:
+        if call.error is not None:
+            raise call.error
+        resp = call.response
+        assert resp is not None
+        if resp.status is not None and resp.status.code != 0:
+            raise error_for(resp.status.code, resp.status.message)
+        return resp.payload
+
+    def _send(
+        self,
+        service: str,
+        method: str,
+        request: Message | bytes,
+        timeout: float | None,
+        metadata: Metadata | None,
+        call: _Call,
+        flags: int,
+    ) -> int:
+        where = f"{service}/{method}"
         payload = request.encode() if isinstance(request, Message) else bytes(request)
         req = Request(
             service=service,
@@ -142,14 +203,13 @@ class Client:
             metadata=self._metadata + _key_values(metadata),
         )
         body = req.encode()
-        call = _Call()
         with self._lock:
             if self._closed is not None:
                 raise Unavailable(f"{where}: {self._closed}")
             stream_id = self._take_stream_id()
             self._calls[stream_id] = call
         try:
-            frame = encode_frame(stream_id, TYPE_REQUEST, body)
+            frame = encode_frame(stream_id, TYPE_REQUEST, body, flags)
             with self._wlock:
                 self._sock.sendall(frame)
         except KettleError:
@@ -158,16 +218,7 @@ class Client:
         except OSError as exc:
             self._forget(stream_id)
             raise Unavailable(f"{where}: ttrpc send: {exc.strerror or exc}") from exc
-        if not call.done.wait(timeout):
-            self._forget(stream_id)
-            raise DeadlineExceeded(f"{where}: deadline exceeded after {timeout:g}s")
-        if call.error is not None:
-            raise call.error
-        resp = call.response
-        assert resp is not None
-        if resp.status is not None and resp.status.code != 0:
-            raise error_for(resp.status.code, resp.status.message)
-        return resp.payload
+        return stream_id
 
     def _take_stream_id(self) -> int:
         # Client streams are odd (1, 3, 5, ...); skip ids still in flight after a wrap.
@@ -212,8 +263,14 @@ class Client:
                 if not data:
                     break
                 for frame in parser.feed(data):
+                    if frame.type == TYPE_DATA:
+                        with self._lock:
+                            call = self._calls.get(frame.stream_id)
+                        if call is not None and call.data is not None and not frame.oversize:
+                            call.data.put(frame.payload)
+                        continue
                     if frame.type != TYPE_RESPONSE:
-                        continue  # servers send nothing else to a unary client
+                        continue  # servers send nothing else
                     with self._lock:
                         call = self._calls.pop(frame.stream_id, None)
                     if call is None:
@@ -225,7 +282,7 @@ class Client:
                             call.response = Response.decode(frame.payload)
                         except DecodeError as exc:
                             call.error = DecodeError(f"ttrpc: invalid response frame: {exc}")
-                    call.done.set()
+                    call.end()
         finally:
             with self._lock:
                 if self._closed is None:
@@ -234,7 +291,7 @@ class Client:
                 calls, self._calls = self._calls, {}
             for call in calls.values():
                 call.error = Unavailable(str(closed))
-                call.done.set()
+                call.end()
             self._sock.close()
             if self._on_close is not None:
                 self._on_close()

@@ -9,6 +9,8 @@ from kettle.errors import Cancelled, DeadlineExceeded
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from kettle.ttrpc.peercred import PeerCred
 
 # How often Context.wait() looks at the connection while blocked: a dropped client releases
@@ -50,6 +52,21 @@ class Context:
 
     def expired(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def is_active(self) -> bool:
+        """grpc.ServicerContext's name for "the client is still there"."""
+        return not self._closed.is_set()
+
+    def add_callback(self, fn: Callable[[], None]) -> bool:
+        """Call fn (on a thread of its own) once the client's connection is gone, as
+        grpc.ServicerContext.add_callback does when an RPC ends."""
+
+        def wait() -> None:
+            self._closed.wait()
+            fn()
+
+        threading.Thread(target=wait, name="ttrpc-ctx-callback", daemon=True).start()
+        return True
 
     @property
     def closed(self) -> bool:

@@ -24,8 +24,10 @@ from kettle.ttrpc import status as codes
 from kettle.ttrpc.address import is_abstract, socket_address
 from kettle.ttrpc.context import Context
 from kettle.ttrpc.frame import (
+    FLAG_REMOTE_CLOSED,
     FLAG_REMOTE_OPEN,
     MAX_MESSAGE_SIZE,
+    TYPE_DATA,
     TYPE_REQUEST,
     TYPE_RESPONSE,
     Frame,
@@ -401,6 +403,27 @@ class Server:
         finally:
             self._finish(conn)
 
+    def _stream(self, conn: _Conn, stream_id: int, req: Request, items: Any) -> tuple[int, str]:
+        """A handler's iterator of messages as Data frames (ttrpc 1.2 server stream); the
+        status for the Response that ends the stream."""
+        try:
+            for item in items:
+                if conn.closed.is_set():
+                    return codes.CANCELLED, "ttrpc: the client went away"
+                body = item.encode() if isinstance(item, Message) else bytes(item)
+                if not conn.send(encode_frame(stream_id, TYPE_DATA, body)):
+                    return codes.CANCELLED, "ttrpc: the client went away"
+        except Exception as exc:
+            code, message = codes.status_for(exc)
+            if not isinstance(exc, KettleError | OSError | NotImplementedError):
+                self._log_crash(req, exc)
+            return code, message
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+        return codes.OK, ""
+
     def _finish(self, conn: _Conn) -> None:
         with conn.lock:
             conn.inflight -= 1
@@ -451,6 +474,9 @@ class Server:
             return code, message, b""
         if result is None:
             return codes.OK, "", b""
+        if frame.flags & FLAG_REMOTE_CLOSED and hasattr(result, "__next__"):
+            code, message = self._stream(conn, frame.stream_id, req, result)
+            return code, message, b""
         if isinstance(result, Message):
             try:
                 return codes.OK, "", result.encode()
