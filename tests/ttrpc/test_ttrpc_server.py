@@ -542,3 +542,56 @@ def test_shutdown_from_a_handler_answers_first(address: str, server_log: list[st
     assert not thread.is_alive()
     with pytest.raises(errors.Unavailable):
         Client.connect(address, timeout=5)
+
+
+def test_server_streams_answer_with_data_frames_then_a_status(
+    server: Server, connect: Callable[..., Client]
+) -> None:
+    """ttrpc 1.2 server streams: a handler's iterator goes out as Data frames, one message
+    each, and the Response that follows ends the stream (with the error, if one was raised)."""
+    client = connect()
+
+    def count(req: empty_pb.Empty, _ctx: Context) -> Iterator[task_pb.StartResponse]:
+        for pid in (1, 2, 3):
+            yield task_pb.StartResponse(pid=pid)
+
+    def broken(req: empty_pb.Empty, _ctx: Context) -> Iterator[task_pb.StartResponse]:
+        yield task_pb.StartResponse(pid=7)
+        raise errors.NotFound("container gone mid-stream")
+
+    server.register(
+        "test.Stream",
+        {"Count": Method(count, empty_pb.Empty), "Broken": Method(broken, empty_pb.Empty)},
+    )
+    got = client.call_stream("test.Stream", "Count", empty_pb.Empty(), task_pb.StartResponse)
+    assert [r.pid for r in got] == [1, 2, 3]
+    seen = []
+    with pytest.raises(errors.NotFound, match="mid-stream"):
+        for r in client.call_stream(
+            "test.Stream", "Broken", empty_pb.Empty(), task_pb.StartResponse
+        ):
+            seen.append(r.pid)
+    assert seen == [7]
+    # A unary call on the same connection still works after the streams.
+    assert [r.pid for r in client.call_stream(
+        "test.Stream", "Count", empty_pb.Empty(), task_pb.StartResponse)][:1] == [1]  # fmt: skip
+
+
+def test_a_stream_ends_when_its_client_goes(server: Server, connect: Callable[..., Client]) -> None:
+    ended = threading.Event()
+    active_seen: list[bool] = []
+
+    def forever(req: empty_pb.Empty, ctx: Context) -> Iterator[task_pb.StartResponse]:
+        ctx.add_callback(ended.set)
+        n = 0
+        while ctx.is_active():
+            n += 1
+            yield task_pb.StartResponse(pid=n)
+        active_seen.append(ctx.is_active())
+
+    server.register("test.Stream", {"Forever": Method(forever, empty_pb.Empty)})
+    client = connect()
+    stream = client.call_stream("test.Stream", "Forever", empty_pb.Empty(), task_pb.StartResponse)
+    assert next(stream).pid == 1
+    client.close()
+    assert ended.wait(10), "add_callback did not fire when the connection went"
