@@ -14,6 +14,7 @@ busybox="$(readlink -f /bin/busybox)"
 work="$(mktemp -d /tmp/kettle-demo-kettled.XXXXXX)"
 registry_pid=""
 kettled_pid=""
+namespace=""
 cleanup() {
     if [[ -n "$kettled_pid" ]]; then
         kill -TERM "$kettled_pid" 2>/dev/null || true
@@ -27,6 +28,10 @@ cleanup() {
     { grep -F " $work/" /proc/self/mountinfo || true; } | awk '{print $5}' | sort -r |
         while read -r m; do umount -l "$m" 2>/dev/null || true; done
     rm -rf "$work"
+    # The shims' runtime state directory of our namespace (empty once every container is gone).
+    if [[ -n "$namespace" ]]; then
+        rmdir "/run/containerd/kettle/$namespace" 2>/dev/null || true
+    fi
 }
 trap cleanup EXIT
 
@@ -71,8 +76,9 @@ skopeo copy --quiet --dest-tls-verify=false "oci:$layout:latest" "docker://$ref"
 
 echo "==> starting a private kettled"
 sock="$work/kettle.sock"
+namespace="demo-$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')"
 cat >"$work/kettled.toml" <<EOF
-namespace = "demo-$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')"
+namespace = "$namespace"
 [registry]
 plain_http = ["127.0.0.1:$port"]
 EOF

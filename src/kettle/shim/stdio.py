@@ -111,9 +111,6 @@ class ProcessIO:
         if scheme:
             raise InvalidArgument(f"stdin {self.stdin!r}: only a fifo path is supported")
         self._stdin_fifo = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        # A write end of our own, as containerd's shim keeps: the process's stdin ends at
-        # CloseIO, not when the client that feeds the fifo goes (or restarts).
-        self._keep.append(os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC))
         r, w = os.pipe()
         self._stdin_pipe = w
         self.child[0] = r
@@ -285,7 +282,6 @@ class ProcessIO:
             self._out_pump.start()
         if self.stdin:
             fifo = os.open(self.stdin, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-            self._keep.append(os.open(self.stdin, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC))
             self._stdin_pump = Pump(self.loop, fifo, os.dup(self._master))
             self._stdin_pump.start()
 
