@@ -104,6 +104,14 @@ MIB = 1024.0
 # -- /proc ----------------------------------------------------------------------------------------
 
 
+def _rollup_or_none(pid: int) -> dict[str, int] | None:
+    """smaps_rollup of a shim, None when it exited between listing and reading."""
+    try:
+        return rollup(pid)
+    except (ProcessLookupError, FileNotFoundError):
+        return None
+
+
 @dataclass(frozen=True)
 class Stat:
     """CPU ticks of a process: its own, and its reaped children's; starttime tells pid reuse."""
@@ -249,7 +257,7 @@ class Sampler(threading.Thread):
         r = self.restarts()
         orphans = self._orphans()
         droll = rollup(self.pid)
-        srolls = [rollup(p) for p in shims]
+        srolls = [x for x in (_rollup_or_none(p) for p in shims) if x is not None]
         self.samples.append(
             Sample(
                 t=round(now - self.t0, 3),
