@@ -38,15 +38,6 @@ def ago(ns: int, now_ns: int | None = None) -> str:
     return "less than a second ago"
 
 
-def until(ns: int, now_ns: int | None = None) -> str:
-    """How long until ns, Docker-short: 4s, 2m, 1h."""
-    secs = max(0, (ns - (now_ns if now_ns is not None else time.time_ns())) // 1_000_000_000)
-    for unit, length in (("h", 3600), ("m", 60)):
-        if secs >= length:
-            return f"{secs // length}{unit}"
-    return f"{secs}s"
-
-
 def stamp(ns: int) -> str:
     """Local time like Docker's CreatedAt: 2026-11-25 10:00:00 +0000 UTC."""
     if not ns:
@@ -54,27 +45,9 @@ def stamp(ns: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S %z %Z", time.localtime(ns / 1e9))
 
 
-def status(
-    state: str,
-    exit_code: int,
-    started_ns: int,
-    finished_ns: int,
-    *,
-    next_restart_ns: int = 0,
-    health: str = "",
-    now_ns: int | None = None,
-) -> str:
-    """`kctl ps`'s STATUS column, in Docker's words (and CrashLoopBackOff for a container
-    waiting out its restart back-off)."""
-    suffix = f" ({health})" if health else ""
+def status(state: str, exit_code: int, started_ns: int, finished_ns: int) -> str:
     if state == "running":
-        return "Up " + ago(started_ns, now_ns).removesuffix(" ago") + suffix
-    if state == "paused":
-        return "Up " + ago(started_ns, now_ns).removesuffix(" ago") + " (Paused)"
-    if state == "restarting":
-        return (
-            f"CrashLoopBackOff (exited {exit_code}, restarting in {until(next_restart_ns, now_ns)})"
-        )
+        return "Up " + ago(started_ns).removesuffix(" ago")
     if state == "exited":
-        return f"Exited ({exit_code}) {ago(finished_ns, now_ns)}"
+        return f"Exited ({exit_code}) {ago(finished_ns)}"
     return state.capitalize()

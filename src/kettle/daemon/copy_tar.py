@@ -34,10 +34,9 @@ from kettle.errors import FailedPrecondition, InvalidArgument, KettleError, Sysc
 from kettle.snapshot.apply import (
     ApplyLimits,
     ApplyResult,
-    Members,
     Unpacker,
-    os_error,
     split_name,
+    unpack_stream,
 )
 from kettle.snapshot.tarstream import Readable, TarStream
 
@@ -437,32 +436,5 @@ def extract_tar(
     limits = ApplyLimits(free_space_margin=0)
     stream = TarStream(source, what, limits.max_layer_size)
     unpacker = _CopyUnpacker(dest_fd, stream, what, limits, owner, ids or _same, rename)
-    try:
-        try:
-            try:
-                tf: Members | None = Members(
-                    fileobj=stream,  # type: ignore[arg-type]  # read-only: no write/close needed
-                    mode="r",
-                    encoding="utf-8",
-                    errors="surrogateescape",
-                )
-            except tarfile.ReadError:
-                # tarfile calls a stream that starts with its end marker unreadable; an empty
-                # archive is a valid (empty) copy.
-                if stream.tell() > 2 * tarfile.BLOCKSIZE or not stream.all_zero:
-                    raise
-                tf = None
-            while tf is not None:
-                info = tf.next()
-                if info is None:
-                    break
-                unpacker.entry(info)
-            unpacker.finish()
-            stream.drain()
-        except tarfile.TarError as exc:
-            raise InvalidArgument(f"{what}: not a valid tar stream ({exc})") from None
-        except OSError as exc:
-            raise os_error(exc, what) from None
-    finally:
-        unpacker.close()
+    unpack_stream(stream, unpacker, what)
     return unpacker.result

@@ -80,8 +80,10 @@ _COLUMNS: tuple[tuple[str, str], ...] = (
 _NAMES = [c for c, _t in _COLUMNS]
 _SELECT = ", ".join(_NAMES)
 _BOOLS = {"auto_remove", "stopped_by_user", "oom_killed"}
-_INTS = {"exit_code", "created_ns", "started_ns", "finished_ns", "pid", "restart_count"}
-_INTS |= {"next_restart_ns", "streak"}
+_INTS = {
+    "exit_code", "created_ns", "started_ns", "finished_ns", "pid", "restart_count",
+    "next_restart_ns", "streak",
+}  # fmt: skip
 
 
 def _attr(column: str) -> str:

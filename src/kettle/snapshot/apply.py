@@ -466,23 +466,9 @@ class Members(tarfile.TarFile):
         return info
 
 
-def apply_layer(
-    source: Readable,
-    root_fd: int,
-    what: str,
-    limits: ApplyLimits | None = None,
-    rootless: bool | None = None,
-) -> ApplyResult:
-    """Unpack the uncompressed tar ``source`` beneath ``root_fd``; the layer's diff id is returned.
-
-    ``what`` names the layer in errors.  On error the directory is left partly written: the
-    caller discards it.
-    """
-    limits = limits or ApplyLimits()
-    if rootless is None:
-        rootless = os.geteuid() != 0
-    stream = TarStream(source, what, limits.max_layer_size)
-    unpacker = Unpacker(root_fd, stream, what, limits, rootless)
+def unpack_stream(stream: TarStream, unpacker: Unpacker, what: str) -> None:
+    """Hand every member of the tar stream to the unpacker, finish it and drain the stream;
+    tar and OS errors become one line naming `what`.  The unpacker is closed either way."""
     try:
         try:
             try:
@@ -493,8 +479,8 @@ def apply_layer(
                     errors="surrogateescape",
                 )
             except tarfile.ReadError:
-                # tarfile calls a stream that starts with an end marker (an empty layer, which
-                # is valid) unreadable.
+                # tarfile calls a stream that starts with an end marker (an empty layer or
+                # copy, which is valid) unreadable.
                 if stream.tell() > 2 * tarfile.BLOCKSIZE or not stream.all_zero:
                     raise
                 tf = None
@@ -513,6 +499,26 @@ def apply_layer(
             raise os_error(exc, what) from None
     finally:
         unpacker.close()
+
+
+def apply_layer(
+    source: Readable,
+    root_fd: int,
+    what: str,
+    limits: ApplyLimits | None = None,
+    rootless: bool | None = None,
+) -> ApplyResult:
+    """Unpack the uncompressed tar ``source`` beneath ``root_fd``; the layer's diff id is returned.
+
+    ``what`` names the layer in errors.  On error the directory is left partly written: the
+    caller discards it.
+    """
+    limits = limits or ApplyLimits()
+    if rootless is None:
+        rootless = os.geteuid() != 0
+    stream = TarStream(source, what, limits.max_layer_size)
+    unpacker = Unpacker(root_fd, stream, what, limits, rootless)
+    unpack_stream(stream, unpacker, what)
     r = unpacker.result
     r.diff_id = stream.diff_id
     r.tar_size = stream.total

@@ -7,7 +7,6 @@ a long call (containerd's Wait) does not hold up the others.
 
 from __future__ import annotations
 
-import queue
 import socket
 import threading
 
@@ -28,6 +27,7 @@ from kettle.ttrpc.status import RESOURCE_EXHAUSTED, error_for
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import queue
     from collections.abc import Callable, Iterator, Mapping, Sequence
     from typing import TypeVar
 
@@ -46,7 +46,11 @@ class _Call:
         self.response: Response | None = None
         self.error: KettleError | None = None
         #: a server stream's Data payloads, then None once the call has ended.
-        self.data: queue.Queue[bytes | None] | None = queue.Queue() if streaming else None
+        self.data: queue.Queue[bytes | None] | None = None
+        if streaming:
+            import queue  # only streams need it; the shim's unary calls do not pay the import
+
+            self.data = queue.Queue()
 
     def end(self) -> None:
         self.done.set()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -19,29 +18,17 @@ if TYPE_CHECKING:
 
 def health_msg(text: str) -> pb.Health | None:
     """Record.health (JSON kept by kettle.daemon.health) as the API's message."""
-    if not text:
-        return None
-    data = json.loads(text)
-    return pb.Health(
-        status=str(data.get("status", "")),
-        failing_streak=int(data.get("failing_streak", 0)),
-        log=[
-            pb.HealthResult(
-                start_ns=int(r.get("start_ns", 0)),
-                end_ns=int(r.get("end_ns", 0)),
-                exit_code=int(r.get("exit_code", 0)),
-                output=str(r.get("output", "")),
-            )
-            for r in data.get("log", [])
-        ],
-    )
+    from kettle.daemon.health import HealthState
+
+    state = HealthState.from_json(text)
+    return None if state is None else state.to_msg()
 
 
 def container_msg(rec: Record, detail: bool = False) -> pb.Container:
     """detail: with the spec and the create request (inspect)."""
-    from kettle.api.convert import from_dict
+    from kettle.daemon.containers import Containers
 
-    req = from_dict(pb.CreateContainerRequest, json.loads(rec.config))
+    req = Containers.request(rec)
     return pb.Container(
         id=rec.id,
         name=rec.name,
