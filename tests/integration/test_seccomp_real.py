@@ -661,3 +661,152 @@ def test_send_notify_fd_names_the_listener_path(tmp_path: Path) -> None:
         os.close(w)
     assert info.value.errno == errno.ENOENT
     assert "nobody.sock" in str(info.value) and "linux.seccomp.listenerPath" in str(info.value)
+
+
+# --- compiled programs and their cache (compile_cached) -------------------------------------------
+
+DENY_MKDIR: dict[str, Any] = {
+    "defaultAction": "SCMP_ACT_ALLOW",
+    "syscalls": [
+        {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"},
+        {"names": ["rmdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38},
+    ],
+}
+
+
+def _cache_files(root: Path) -> list[Path]:
+    return sorted((root / rs.CACHE_DIR).glob("*.bpf"))
+
+
+def test_compiled_program_does_what_libseccomps_load_does(tmp_path: Path) -> None:
+    compiled = rs.compile_cached(DENY_MKDIR, str(tmp_path / "root"))
+    assert compiled is not None
+
+    def body() -> dict[str, Any]:
+        assert compiled is not None
+        compiled.load()
+        return {
+            "mkdir": errno_of(lambda: os.mkdir(tmp_path / "a")),
+            "rmdir": errno_of(lambda: os.rmdir(tmp_path)),
+            "getcwd": errno_of(os.getcwd),
+            **status_fields("Seccomp", "Seccomp_filters", "NoNewPrivs"),
+        }
+
+    assert ok(run(body)) == {
+        "mkdir": errno.EPERM,
+        "rmdir": errno.ENOSYS,
+        "getcwd": 0,
+        "Seccomp": "2",
+        "Seccomp_filters": "1",
+        "NoNewPrivs": "0",
+    }
+    assert not (tmp_path / "a").exists()
+
+
+def test_compiled_program_is_cached_once_per_profile_and_reused(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    first = rs.compile_cached(DENY_MKDIR, str(root))
+    files = _cache_files(root)
+    assert len(files) == 1
+    assert files[0].stat().st_mode & 0o777 == 0o600
+    assert (root / rs.CACHE_DIR).stat().st_mode & 0o777 == 0o700
+    again = rs.compile_cached(json.loads(json.dumps(DENY_MKDIR)), str(root))
+    assert first is not None and again is not None
+    assert again.program == first.program == files[0].read_bytes()
+    assert _cache_files(root) == files
+    other = rs.compile_cached({"defaultAction": "SCMP_ACT_ALLOW"}, str(root))
+    assert other is not None and other.program != first.program
+    assert len(_cache_files(root)) == 2
+
+
+@pytest.mark.parametrize("tamper", ["world-writable", "symlink"])
+def test_a_cache_entry_others_could_have_written_is_not_used(tmp_path: Path, tamper: str) -> None:
+    root = tmp_path / "root"
+    rs.compile_cached(DENY_MKDIR, str(root))
+    (entry,) = _cache_files(root)
+    allow_all = rs.compile_cached({"defaultAction": "SCMP_ACT_ALLOW"}, str(tmp_path / "other"))
+    assert allow_all is not None
+    entry.unlink()
+    if tamper == "world-writable":
+        entry.write_bytes(allow_all.program)
+        entry.chmod(0o666)
+    else:
+        planted = tmp_path / "planted.bpf"
+        planted.write_bytes(allow_all.program)
+        planted.chmod(0o600)
+        entry.symlink_to(planted)
+    compiled = rs.compile_cached(DENY_MKDIR, str(root))
+    assert compiled is not None and compiled.program != allow_all.program
+
+    def body() -> int:
+        assert compiled is not None
+        compiled.load()
+        return errno_of(lambda: os.mkdir(tmp_path / "a"))
+
+    assert ok(run(body)) == errno.EPERM
+
+
+def test_compiled_program_keeps_the_profiles_flags(tmp_path: Path) -> None:
+    profile = {
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "flags": ["SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG"],
+        "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}],
+    }
+    compiled = rs.compile_cached(profile, str(tmp_path))
+    assert compiled is not None
+    assert compiled.flags == sc.SECCOMP_FILTER_FLAG_TSYNC | sc.SECCOMP_FILTER_FLAG_LOG
+
+    def body() -> dict[str, Any]:
+        stop = threading.Event()
+        t = threading.Thread(target=stop.wait)
+        t.start()
+        try:
+            assert compiled is not None
+            compiled.load()
+            seen = {}
+            for tid in os.listdir("/proc/self/task"):
+                with open(f"/proc/self/task/{tid}/status") as fh:
+                    seen[tid] = next(ln.split()[1] for ln in fh if ln.startswith("Seccomp:"))
+            return {"threads": sorted(seen.values()), "mkdir": errno_of(lambda: os.mkdir("/x/y"))}
+        finally:
+            stop.set()
+            t.join()
+
+    assert ok(run(body)) == {"threads": ["2", "2"], "mkdir": errno.EPERM}
+
+
+def test_a_profile_with_a_listener_is_not_compiled_ahead(tmp_path: Path) -> None:
+    assert rs.compile_cached(_notify_profile(tmp_path / "agent.sock"), str(tmp_path)) is None
+    assert rs.compile_cached(None, str(tmp_path)) is None
+    assert not (tmp_path / rs.CACHE_DIR).exists()
+
+
+def test_the_cache_is_bounded(tmp_path: Path) -> None:
+    for errno_ret in range(1, 41):
+        profile = {"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": errno_ret}
+        assert rs.compile_cached(profile, str(tmp_path)) is not None
+    assert len(_cache_files(tmp_path)) == 32
+
+
+def test_an_unwritable_cache_still_gives_the_program(tmp_path: Path) -> None:
+    (tmp_path / rs.CACHE_DIR).write_text("not a directory")
+    compiled = rs.compile_cached(DENY_MKDIR, str(tmp_path))
+    assert compiled is not None and len(compiled.program) % 8 == 0
+
+
+def test_compiled_load_without_nnp_needs_cap_sys_admin(tmp_path: Path) -> None:
+    compiled = rs.compile_cached({"defaultAction": "SCMP_ACT_ALLOW"}, str(tmp_path))
+    assert compiled is not None
+
+    def body() -> None:
+        assert compiled is not None
+        _, permitted, _ = sc.capget()
+        sc.capset(permitted & ~(1 << 21), permitted, 0)  # CAP_SYS_ADMIN out of effective
+        compiled.load()
+
+    c = run(body)
+    assert c.result is not None
+    assert c.result["error"] == (
+        "SyscallError: seccomp (linux.seccomp: without no_new_privs loading a filter"
+        " needs CAP_SYS_ADMIN): permission denied"
+    )

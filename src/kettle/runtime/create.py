@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any, NoReturn
 
+    from kettle.runtime.seccomp import Compiled
+
 if TYPE_CHECKING:
     import signal
 else:
@@ -227,7 +229,7 @@ def _spawn(
         listener = _listen_exec_socket(state_dir)
         if console is None and opts.console_socket:
             console = init.connect_console(opts.console_socket)
-        init.preload(process, linux.get("seccomp"))
+        compiled = init.preload(process, linux.get("seccomp"), ctx.root)
         opened = namespaces.open_joins(plan)
         pid = os.fork()
     except BaseException:
@@ -239,7 +241,16 @@ def _spawn(
         def body() -> NoReturn:
             assert listener is not None
             _container_main(
-                child, listener, console, st, opts, config, rootfs, plan, need_runtime_hooks
+                child,
+                listener,
+                console,
+                st,
+                opts,
+                config,
+                rootfs,
+                plan,
+                need_runtime_hooks,
+                compiled,
             )
 
         init.intermediate(child, plan, opened, linux.get("timeOffsets"), process, body)
@@ -351,6 +362,7 @@ def _container_main(
     rootfs: str,
     plan: namespaces.Plan,
     need_runtime_hooks: bool,
+    compiled: Compiled | None,
 ) -> NoReturn:
     from kettle.runtime import caps
     from kettle.runtime import rootfs as rootfs_mod
@@ -428,6 +440,7 @@ def _container_main(
                 linux.get("seccomp"), st.pid, st.oci_state(Status.RUNNING)
             ),
             listener=agent,
+            compiled=compiled,
         )
     except BaseException as e:
         init.child_fail(conn, e)

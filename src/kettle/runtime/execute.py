@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any, NoReturn
 
+    from kettle.runtime.seccomp import Compiled
+
 
 class ExecOptions:
     def __init__(
@@ -79,7 +81,7 @@ def execute(ctx: Context, container_id: str, opts: ExecOptions) -> int:
         )
     mgr = manager_of(st)
     seccomp = (st.config.get("linux") or {}).get("seccomp")
-    init.preload(process, seccomp)
+    compiled = init.preload(process, seccomp, ctx.root)
     parent, child = sync.pair()
     console = opts.console_fd
     listener = None
@@ -97,7 +99,16 @@ def execute(ctx: Context, container_id: str, opts: ExecOptions) -> int:
     if pid == 0:
         parent.close()
         _intermediate(
-            child, opened, process, seccomp, console, opts.preserve_fds, userns, listener, st
+            child,
+            opened,
+            process,
+            seccomp,
+            console,
+            opts.preserve_fds,
+            userns,
+            listener,
+            st,
+            compiled,
         )
     init.close_quietly([child, listener, console], [fd for _, fd, _ in opened])
     try:
@@ -134,6 +145,7 @@ def _intermediate(
     userns: bool,
     listener: stdsocket.socket | None,
     st: ContainerState,
+    compiled: Compiled | None,
 ) -> NoReturn:
     try:
         init.write_oom_score_adj(process)
@@ -142,7 +154,9 @@ def _intermediate(
         namespaces.join_all(opened)
         pid = os.fork()
         if pid == 0:
-            _exec_main(chan, process, seccomp, console, preserve_fds, userns, listener, st)
+            _exec_main(
+                chan, process, seccomp, console, preserve_fds, userns, listener, st, compiled
+            )
         sync.send(chan, "pid", pid=pid)
         os._exit(0)
     except BaseException as e:
@@ -158,6 +172,7 @@ def _exec_main(
     userns: bool,
     listener: stdsocket.socket | None,
     st: ContainerState,
+    compiled: Compiled | None,
 ) -> NoReturn:
     try:
         host_pid = int(sync.expect(chan, "go")["pid"])
@@ -177,6 +192,7 @@ def _exec_main(
             setgroups_allowed=setgroups,
             state_json=init.seccomp_state(seccomp, host_pid, st.oci_state(Status.RUNNING)),
             listener=listener,
+            compiled=compiled,
         )
     except BaseException as e:
         init.child_fail(chan, e)

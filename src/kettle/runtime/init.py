@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any, NoReturn
 
+    from kettle.runtime.seccomp import Compiled
+
 
 def child_fail(chan: socket.socket | None, exc: BaseException) -> NoReturn:
     """Report exc to the runtime (if anyone listens) and exit the child without cleanup."""
@@ -45,8 +47,11 @@ def child_fail(chan: socket.socket | None, exc: BaseException) -> NoReturn:
     os._exit(1)
 
 
-def preload(process: Mapping[str, Any], seccomp: Mapping[str, Any] | None) -> None:
-    """Import, before forking, every module the child needs after it leaves the host's files.
+def preload(
+    process: Mapping[str, Any], seccomp: Mapping[str, Any] | None, root: str | None = None
+) -> Compiled | None:
+    """Import, before forking, every module the child needs after it leaves the host's files;
+    returns the seccomp program compiled (cached under root) when the profile allows it.
 
     Once the child has pivoted into the rootfs (create) or joined the container's mount
     namespace (exec), the interpreter's own files are out of reach: a lazy import there fails
@@ -62,12 +67,19 @@ def preload(process: Mapping[str, Any], seccomp: Mapping[str, Any] | None) -> No
         import struct  # noqa: F401
         import termios  # noqa: F401
     if seccomp:
-        import socket  # noqa: F401 - send_fds, for the seccomp agent
+        if seccomp.get("listenerPath"):
+            import socket  # noqa: F401 - send_fds, for the seccomp agent
 
         from kettle.runtime import seccomp as sec
         from kettle.syscalls import seccomp as scmp  # noqa: F401
 
-        sec.validate(seccomp)  # also loads libseccomp.so while its path still resolves
+        # Compiling validates the whole profile (a cached program was compiled, so validated,
+        # from this very profile); also loads libseccomp.so while its path still resolves.
+        compiled = sec.compile_cached(seccomp, root)
+        if compiled is None:
+            sec.validate(seccomp)
+        return compiled
+    return None
 
 
 # --- intermediate ----------------------------------------------------------------------------
@@ -248,6 +260,7 @@ def finish_process(
     setgroups_allowed: bool,
     state_json: bytes | None = None,
     listener: stdsocket.socket | None = None,
+    compiled: Compiled | None = None,
 ) -> tuple[str, list[str], dict[str, str]]:
     """Switch to the process's identity and confinement; return what to exec.
 
@@ -273,7 +286,7 @@ def finish_process(
     _close_extra_fds(preserve_fds)
     notify_fd: int | None = None
     if seccomp and not nnp:
-        notify_fd = _load_seccomp(seccomp, state_json, listener)
+        notify_fd = _load_seccomp(seccomp, state_json, listener, compiled)
     sc.prctl(sc.PR_SET_KEEPCAPS, 1)
     gid = int(user.get("gid", 0))
     uid = int(user.get("uid", 0))
@@ -295,7 +308,7 @@ def finish_process(
     if nnp:
         sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
     if seccomp and nnp:
-        notify_fd = _load_seccomp(seccomp, state_json, listener)
+        notify_fd = _load_seccomp(seccomp, state_json, listener, compiled)
     if notify_fd is not None:
         os.close(notify_fd)
     path = lookup_executable(args, env, cwd)
@@ -329,12 +342,18 @@ def home_of(uid: int) -> str:
 
 
 def _load_seccomp(
-    seccomp: Mapping[str, Any], state_json: bytes | None, listener: stdsocket.socket | None
+    seccomp: Mapping[str, Any],
+    state_json: bytes | None,
+    listener: stdsocket.socket | None,
+    compiled: Compiled | None,
 ) -> int | None:
     """Load the filter; with SCMP_ACT_NOTIFY the fd goes to the agent on ``listener``.
 
     The listener socket is connected before pivot_root (listenerPath is a host path).
     """
+    if compiled is not None:
+        compiled.load()
+        return None
     from kettle.runtime import seccomp as sec
 
     return sec.load(seccomp, listener_state=state_json or b"{}", listener=listener)

@@ -38,6 +38,7 @@ _NR: Final[dict[str, dict[str, int]]] = {
         "capset": 126,
         "keyctl": 250,
         "mount_setattr": 442,
+        "seccomp": 317,
     },
     "aarch64": {
         "pivot_root": 41,
@@ -52,6 +53,7 @@ _NR: Final[dict[str, dict[str, int]]] = {
         "capset": 91,
         "keyctl": 219,
         "mount_setattr": 442,
+        "seccomp": 277,
     },
 }
 
@@ -364,6 +366,32 @@ def close_range(first: int, last: int = 0xFFFFFFFF, flags: int = 0) -> None:
                     os.close(fd)
                 except OSError:
                     pass  # the fd of the listdir itself is already gone
+
+
+SECCOMP_SET_MODE_FILTER: Final = 1
+SECCOMP_FILTER_FLAG_TSYNC: Final = 1
+SECCOMP_FILTER_FLAG_LOG: Final = 2
+SECCOMP_FILTER_FLAG_SPEC_ALLOW: Final = 4
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
+
+
+def seccomp_set_filter(program: bytes, flags: int) -> None:
+    """seccomp(SECCOMP_SET_MODE_FILTER): load a classic BPF program (8 bytes an instruction)
+    into the calling thread, as libseccomp's seccomp_load would after generating it."""
+    prog = _SockFprog(len(program) // 8, program)
+    ret = int(
+        _syscall(
+            ctypes.c_long(nr("seccomp")),
+            ctypes.c_uint(SECCOMP_SET_MODE_FILTER),
+            ctypes.c_uint(flags),
+            ctypes.byref(prog),
+        )
+    )
+    if ret == -1:
+        raise _fail("seccomp", detail=f"{len(program) // 8} instructions, flags {flags:#x}")
 
 
 def pidfd_open(pid: int) -> int:

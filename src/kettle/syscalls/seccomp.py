@@ -14,9 +14,13 @@ import ctypes
 
 # _collections_abc is loaded with the interpreter; collections.abc imports collections (~2 ms).
 from _collections_abc import Sequence
-from typing import Final
 
 from kettle.errors import FailedPrecondition, SyscallError
+
+# typing costs ~9 ms at import (re, collections, contextlib); Final is only for the checker.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 # --- actions (seccomp.h) ---------------------------------------------------------------------
 
@@ -157,6 +161,8 @@ def lib() -> ctypes.CDLL:
     handle.seccomp_rule_add_array.restype = ctypes.c_int
     handle.seccomp_attr_set.argtypes = [vp, ctypes.c_int, ctypes.c_uint32]
     handle.seccomp_attr_set.restype = ctypes.c_int
+    handle.seccomp_export_bpf.argtypes = [vp, ctypes.c_int]
+    handle.seccomp_export_bpf.restype = ctypes.c_int
     handle.seccomp_load.argtypes = [vp]
     handle.seccomp_load.restype = ctypes.c_int
     handle.seccomp_notify_fd.argtypes = [vp]
@@ -267,6 +273,10 @@ class Filter:
 
     def load(self) -> None:
         _check("seccomp_load", int(self._lib.seccomp_load(self.ctx)))
+
+    def export_bpf(self, fd: int) -> None:
+        """Write the BPF program seccomp_load would load to fd."""
+        _check("seccomp_export_bpf", int(self._lib.seccomp_export_bpf(self.ctx, fd)))
 
     def notify_fd(self) -> int:
         return _check("seccomp_notify_fd", int(self._lib.seccomp_notify_fd(self.ctx)))
