@@ -27,22 +27,18 @@ if TYPE_CHECKING:
     from kettle.cgroups.v1 import V1Manager
     from kettle.cgroups.v2 import V2Manager
 else:
-    _LAZY = {
-        "DisabledManager": "kettle.cgroups.disabled",
-        "Manager": "kettle.cgroups.manager",
-        "Mode": "kettle.cgroups.host",
-        "V1Manager": "kettle.cgroups.v1",
-        "V2Manager": "kettle.cgroups.v2",
-    }
+    from kettle.lazy import attributes
 
-    def __getattr__(name: str) -> object:
-        module = _LAZY.get(name)
-        if module is None:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        import sys
-
-        __import__(module)
-        return getattr(sys.modules[module], name)
+    __getattr__ = attributes(
+        __name__,
+        {
+            "DisabledManager": "kettle.cgroups.disabled",
+            "Manager": "kettle.cgroups.manager",
+            "Mode": "kettle.cgroups.host",
+            "V1Manager": "kettle.cgroups.v1",
+            "V2Manager": "kettle.cgroups.v2",
+        },
+    )
 
 
 __all__ = [

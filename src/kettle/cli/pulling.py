@@ -10,7 +10,6 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, TextIO
 
 from kettle.api import kettle_pb as pb
@@ -56,12 +55,16 @@ def short_id(digest: str) -> str:
     return digest.split(":", 1)[-1][:12]
 
 
-@dataclass
 class Layer:
-    digest: str
-    state: str
-    done: int = 0
-    total: int = 0
+    """One layer's progress (a plain class: dataclasses imports inspect, ~8 ms)."""
+
+    __slots__ = ("digest", "done", "state", "total")
+
+    def __init__(self, digest: str, state: str, done: int = 0, total: int = 0) -> None:
+        self.digest = digest
+        self.state = state
+        self.done = done
+        self.total = total
 
     def line(self) -> str:
         text = f"{short_id(self.digest)}: {STATES.get(self.state, self.state)}"

@@ -14,7 +14,6 @@ import re
 from kettle.api import kettle_pb as pb
 from kettle.cli.common import env_from_host
 from kettle.errors import InvalidArgument
-from kettle.runtime.rlimits import RLIMITS
 
 #: kettled's marker for an anonymous volume of a --rm container (kettle.daemon.volumes
 #: REMOVE_WITH_CONTAINER; repeated here so that kctl does not import the daemon's modules).
@@ -54,8 +53,17 @@ _MOUNT_MODES = frozenset(
         "runbindable",
     }
 )
+
+
 # The kernel's resource limits, by Docker's --ulimit names (nofile for RLIMIT_NOFILE).
-ULIMITS = frozenset(n.removeprefix("RLIMIT_").lower() for n in RLIMITS)
+def ulimit_names() -> frozenset[str]:
+    """--ulimit's names; asked only when the flag is given (the runtime's table imports
+    ctypes and resource, ~2.5 ms of every `kctl run`)."""
+    from kettle.runtime.rlimits import RLIMITS
+
+    return frozenset(n.removeprefix("RLIMIT_").lower() for n in RLIMITS)
+
+
 RESTART_POLICIES = ("no", "on-failure", "always", "unless-stopped")
 HEALTH_ON_FAILURE = ("none", "restart", "kill")
 
@@ -120,7 +128,7 @@ def parse_ulimit(text: str) -> pb.Ulimit:
     flag = "--ulimit"
     if not sep or not values:
         raise InvalidArgument(f"{flag} {text}: use name=soft[:hard]")
-    if name not in ULIMITS:
+    if name not in ulimit_names():
         raise InvalidArgument(f"{flag} {text}: unknown limit {name!r}")
     soft_text, _, hard_text = values.partition(":")
 

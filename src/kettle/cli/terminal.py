@@ -15,7 +15,7 @@ from kettle.api import kettle_pb as pb
 from kettle.errors import InvalidArgument
 
 if TYPE_CHECKING:
-    from kettle.cli.client import Bidi
+    from kettle.cli.bidi import Bidi
 
 DEFAULT_DETACH_KEYS = "ctrl-p,ctrl-q"
 _CTRL_SPECIAL = {"@": 0, "[": 27, "\\": 28, "]": 29, "^": 30, "_": 31}

@@ -4,10 +4,10 @@ parsers so that it never falls behind the commands."""
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
 
 from kettle.cli.common import out
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from kettle.cli.client import Client
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
 
 from kettle.api import kettle_pb as pb
 from kettle.cli import runflags
 from kettle.cli.common import out
-from kettle.cli.pulling import pull
 from kettle.errors import NotFound
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from kettle.cli.client import Client
 
@@ -33,6 +32,8 @@ def create(client: Client, req: pb.CreateContainerRequest) -> pb.Container:
         if not str(e).startswith("image "):
             raise
     print(f"Unable to find image '{req.image}' locally", file=sys.stderr)
+    from kettle.cli.pulling import pull  # only now: the progress display costs start-up time
+
     pull(client, req.image)
     return client.call("CreateContainer", req, pb.Container)
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import TYPE_CHECKING
 
 from kettle.api import kettle_pb as pb
 from kettle.cli.common import env_from_host
 from kettle.errors import InvalidArgument
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from kettle.cli.client import Client
 

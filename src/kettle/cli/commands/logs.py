@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
 
 from kettle.api import kettle_pb as pb
 from kettle.errors import InvalidArgument
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from kettle.cli.client import Client
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
 
 from kettle.api import kettle_pb as pb
 from kettle.cli.common import out
 from kettle.errors import NotFound
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from kettle.cli.client import Client
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
 
 from kettle.api import kettle_pb as pb
 from kettle.cli.common import out
 from kettle.errors import KettleError
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from kettle.cli.client import Client
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import TYPE_CHECKING
 
 from kettle.api import kettle_pb as pb
 from kettle.cli import runflags
@@ -14,6 +13,7 @@ from kettle.cli.commands.logs import copy_logs
 from kettle.cli.common import out
 from kettle.errors import FailedPrecondition, InvalidArgument, KettleError
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from kettle.cli.client import Client
 
