@@ -200,6 +200,24 @@ def test_seccomp_allows_other_syscalls_and_reports_filter_mode(containers: Conta
     assert run_probe(containers, again)["Seccomp"] == "2"
 
 
+@pytest.mark.kettle_only
+def test_seccomp_program_compiled_once_then_loaded_from_the_state_root(
+    runtime: Runtime, containers: Containers
+) -> None:
+    assert runtime.root is not None
+    cache = runtime.root / "@seccomp"
+    profile = seccomp({"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 77})
+    counts = []
+    for _ in range(2):
+        bundle = containers.bundle()
+        bundle.linux["seccomp"] = profile
+        result = run_probe(containers, bundle, "try", "mkdir", "/tmp/denied")
+        assert (result["ok"], result["errno"]) == (False, 77)
+        counts.append(len(list(cache.glob("*.bpf"))))
+    assert counts[0] == counts[1] >= 1  # the second container found the first's program
+    assert "@seccomp" not in runtime("list", "-q").stdout
+
+
 def test_seccomp_argument_condition(containers: Containers) -> None:
     # personality(0xffffffff) is denied, any other argument allowed.
     rule = {

@@ -11,6 +11,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import IO
 
+    from kettle.runtime.seccomp import Programs
+
 DEFAULT_ROOT = "/run/kettle-runtime"
 
 
@@ -74,11 +76,23 @@ class Context:
         logger: Logger | None = None,
         systemd_cgroup: bool = False,
         rootless: bool = False,
+        seccomp_programs: Programs | None = None,
     ) -> None:
         self.root = root
         self.logger = logger or Logger()
         self.systemd_cgroup = systemd_cgroup
         self.rootless = rootless
+        self._programs = seccomp_programs
+
+    @property
+    def seccomp_programs(self) -> Programs:
+        """Where compiled seccomp programs are kept: given by a long-lived caller, else a
+        directory in the state root (not a valid container id, so never listed)."""
+        if self._programs is None:
+            from kettle.runtime.seccomp import CACHE_DIR, Programs
+
+            self._programs = Programs(os.path.join(self.root, CACHE_DIR))
+        return self._programs
 
     @property
     def store(self) -> Store:

@@ -229,7 +229,7 @@ def _spawn(
         listener = _listen_exec_socket(state_dir)
         if console is None and opts.console_socket:
             console = init.connect_console(opts.console_socket)
-        compiled = init.preload(process, linux.get("seccomp"), ctx.root)
+        compiled = init.preload(process, linux.get("seccomp"), ctx.seccomp_programs)
         opened = namespaces.open_joins(plan)
         pid = os.fork()
     except BaseException:

@@ -81,7 +81,7 @@ def execute(ctx: Context, container_id: str, opts: ExecOptions) -> int:
         )
     mgr = manager_of(st)
     seccomp = (st.config.get("linux") or {}).get("seccomp")
-    compiled = init.preload(process, seccomp, ctx.root)
+    compiled = init.preload(process, seccomp, ctx.seccomp_programs)
     parent, child = sync.pair()
     console = opts.console_fd
     listener = None

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any, NoReturn
 
-    from kettle.runtime.seccomp import Compiled
+    from kettle.runtime.seccomp import Compiled, Programs
 
 
 def child_fail(chan: socket.socket | None, exc: BaseException) -> NoReturn:
@@ -48,10 +48,10 @@ def child_fail(chan: socket.socket | None, exc: BaseException) -> NoReturn:
 
 
 def preload(
-    process: Mapping[str, Any], seccomp: Mapping[str, Any] | None, root: str | None = None
+    process: Mapping[str, Any], seccomp: Mapping[str, Any] | None, programs: Programs | None
 ) -> Compiled | None:
     """Import, before forking, every module the child needs after it leaves the host's files;
-    returns the seccomp program compiled (cached under root) when the profile allows it.
+    returns the seccomp program compiled (kept in programs) when the profile allows it.
 
     Once the child has pivoted into the rootfs (create) or joined the container's mount
     namespace (exec), the interpreter's own files are out of reach: a lazy import there fails
@@ -75,7 +75,7 @@ def preload(
 
         # Compiling validates the whole profile (a cached program was compiled, so validated,
         # from this very profile); also loads libseccomp.so while its path still resolves.
-        compiled = sec.compile_cached(seccomp, root)
+        compiled = programs.get(seccomp) if programs is not None else None
         if compiled is None:
             sec.validate(seccomp)
         return compiled

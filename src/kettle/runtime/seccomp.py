@@ -790,33 +790,61 @@ def _write_cached(cache: str, path: str, program: bytes) -> None:
         pass  # read-only or full state root: the program is still used from memory
 
 
-def compile_cached(seccomp: Mapping[str, Any] | None, root: str | None) -> Compiled | None:
-    """The profile compiled to BPF, from ``root/@seccomp`` when this exact profile was
-    compiled before with this libseccomp and kernel; None for profiles that need libseccomp
-    at load time (a notify listener, or a flag seccomp(2) is not given directly).
+class Programs:
+    """Compiled programs by profile, kept in memory (a long-lived caller: the shim) or in a
+    directory (kettle-runtime, one process per operation: ``root/@seccomp``), or not at all.
 
     Generating the program is most of the cost of seccomp (about 15 ms for Docker's profile
-    here: 7 ms adding the rules, 8 ms generating BPF), and every container of an engine
-    gets one of a handful of profiles; libseccomp's own seccomp_load would generate it
-    again in each init, after ``start`` has been called.
+    here: 7 ms adding the rules, 8 ms generating BPF), and every container of an engine gets
+    one of a handful of profiles; libseccomp's own seccomp_load would generate it again in
+    each init, after ``start`` has been called.
     """
-    if seccomp is None:
-        return None
-    p = plan(seccomp)
-    if p.notify or p.listener_path or any(flag not in _RAW_FLAGS for _, flag in p.flags):
-        return None
-    flags = 0
-    for _, flag in p.flags:
-        flags |= _RAW_FLAGS[flag]
-    key = _cache_key(seccomp)
-    cache = os.path.join(root, CACHE_DIR) if root else None
-    path = os.path.join(cache, f"{key}.bpf") if cache else None
-    program = _read_cached(path) if path else None
-    if program is None:
-        program = _generate(p)
-        if cache and path:
-            _write_cached(cache, path, program)
-    return Compiled(program, flags)
+
+    def __init__(self, directory: str | None = None, in_memory: bool = False) -> None:
+        self.directory = directory
+        self._memory: dict[str, Compiled] | None = None
+        if in_memory:
+            import threading  # the shim's containers are created on several threads
+
+            self._memory = {}
+            self._lock = threading.Lock()
+
+    def get(self, seccomp: Mapping[str, Any] | None) -> Compiled | None:
+        """The profile compiled to BPF (cached or made now, which validates it all); None
+        for profiles that need libseccomp at load time (a notify listener, or a flag that
+        seccomp(2) is not given directly)."""
+        if seccomp is None:
+            return None
+        p = plan(seccomp)
+        if p.notify or p.listener_path or any(flag not in _RAW_FLAGS for _, flag in p.flags):
+            return None
+        key = _cache_key(seccomp)
+        if self._memory is not None:
+            with self._lock:
+                known = self._memory.get(key)
+            if known is not None:
+                return known
+        flags = 0
+        for _, flag in p.flags:
+            flags |= _RAW_FLAGS[flag]
+        path = os.path.join(self.directory, f"{key}.bpf") if self.directory else None
+        program = _read_cached(path) if path else None
+        if program is None:
+            program = _generate(p)
+            if self.directory and path:
+                _write_cached(self.directory, path, program)
+        compiled = Compiled(program, flags)
+        if self._memory is not None:
+            with self._lock:
+                while len(self._memory) >= _CACHE_MAX:
+                    del self._memory[next(iter(self._memory))]  # the oldest entry
+                self._memory[key] = compiled
+        return compiled
+
+
+def compile_cached(seccomp: Mapping[str, Any] | None, root: str | None) -> Compiled | None:
+    """Programs kept in ``root/@seccomp`` (kettle-runtime's own cache)."""
+    return Programs(os.path.join(root, CACHE_DIR) if root else None).get(seccomp)
 
 
 def _generate(p: Plan) -> bytes:

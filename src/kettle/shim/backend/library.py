@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
+    from kettle.runtime.seccomp import Programs
     from kettle.shim.config import ShimConfig
 
 # Python ignores these at start-up and an ignored disposition survives exec: the container's
@@ -43,6 +44,7 @@ def _gone(exc: KettleError) -> bool:
 class LibraryBackend:
     def __init__(self, cfg: ShimConfig, root: str, reaper: Reaper) -> None:
         from kettle.runtime.context import Context, Logger
+        from kettle.runtime.seccomp import Programs
 
         self.cfg = cfg
         self.root = root
@@ -50,7 +52,31 @@ class LibraryBackend:
         # Runtime warnings (hook failures and the like) go to the shim's log, never to fd 2
         # of a helper, which is the container's stderr by then.
         logger = Logger(_shim_log_stream())
-        self.ctx = Context(root, logger=logger, systemd_cgroup=cfg.systemd_cgroup)
+        global _programs
+        if _programs is None:
+            _programs = Programs(in_memory=True)
+        # Compiled seccomp programs stay in the shim's memory, shared by its containers (a
+        # backend is made per container): each profile is compiled once per shim, and
+        # nothing is left in the state root (see _compile_seccomp).
+        self.ctx = Context(
+            root,
+            logger=logger,
+            systemd_cgroup=cfg.systemd_cgroup,
+            seccomp_programs=_programs,
+        )
+
+    def _compile_seccomp(self, bundle: str) -> None:
+        """Compile the bundle's seccomp profile here, before the helper forks: what a helper
+        compiles is lost with it.  A profile that cannot be compiled is left for the helper's
+        create or exec to refuse, with the spec field named."""
+        from kettle.runtime import jsonio
+
+        try:
+            with open(os.path.join(bundle, "config.json"), "rb") as f:
+                seccomp = (jsonio.loads(f.read()).get("linux") or {}).get("seccomp")
+            self.ctx.seccomp_programs.get(seccomp)
+        except (OSError, ValueError, AttributeError, KettleError):
+            pass  # the runtime reads the same file and reports the problem itself
 
     # -- forked helpers ------------------------------------------------------------------
 
@@ -101,6 +127,7 @@ class LibraryBackend:
             no_pivot=self.cfg.no_pivot_root,
             no_new_keyring=self.cfg.no_new_keyring,
         )
+        self._compile_seccomp(bundle)
         return self._in_helper(stdio, lambda: create(self.ctx, container_id, opts).pid)
 
     def start(self, container_id: str) -> None:
@@ -145,6 +172,7 @@ class LibraryBackend:
             pid_file=os.path.join(bundle, f"{exec_id}.pid"),
             console_socket=console_socket,
         )
+        self._compile_seccomp(bundle)
         return self._in_helper(stdio, lambda: execute(self.ctx, container_id, opts))
 
     def pause(self, container_id: str) -> None:
@@ -179,6 +207,7 @@ class LibraryBackend:
 
 
 _log_stream: Any = None
+_programs: Programs | None = None
 
 
 def _shim_log_stream() -> Any:
