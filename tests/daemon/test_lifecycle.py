@@ -235,3 +235,33 @@ def test_unary_verbs_skip_grpc_and_fall_back_to_it(kettled: Kettled, ref: str) -
         assert res.stderr.split() == ["True", "0"], res.stderr
     finally:
         os.rename(fast + ".away", fast)
+
+
+def test_the_known_shim_takes_the_next_container_and_a_gone_one_is_replaced(
+    image: Image, tmp_path: Path
+) -> None:
+    # A kettled of its own: this test stops a shim, which must serve nobody else's containers.
+    k = Kettled(tmp_path / "kettled", image.registry)
+    try:
+        k.start()
+        k.ok("pull", image.ref)
+        first = k.ok("run", "-d", image.ref, "sleep", "1000").strip()
+        shims = k.shims()
+        assert len(shims) == 1
+        # Admitted straight into the shim kettled knows: still one shim, both running.
+        second = k.ok("run", "-d", image.ref, "sleep", "1000").strip()
+        assert k.shims() == shims
+        assert set(k.ok("ps", "-q", "--no-trunc").split()) == {first, second}
+        k.ok("rm", "-f", first, second)
+        # The idle shim goes (as when its linger ends): the next start finds its socket gone
+        # and has `shim start` make a new one.
+        os.kill(shims[0], signal.SIGTERM)
+        wait_for(lambda: not k.shims(), "the idle shim to exit")
+        third = k.ok("run", "-d", image.ref, "sleep", "1000").strip()
+        replaced = k.shims()
+        assert len(replaced) == 1 and replaced != shims
+        assert k.ok("ps", "-q", "--no-trunc").split() == [third]
+        k.ok("rm", "-f", third)
+    finally:
+        leaks = k.cleanup()
+        assert leaks == [], f"left behind: {leaks}"

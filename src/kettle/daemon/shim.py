@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 
 from kettle.errors import Internal, KettleError, NotFound, Unavailable
 from kettle.proto import any_pb, empty_pb, mount_pb, task_pb
@@ -34,11 +35,49 @@ def shim_binary() -> str:
     return found
 
 
+#: (namespace, runtime) -> the address of the shared shim last started for them.
+_shared: dict[tuple[str, str], str] = {}
+_shared_lock = threading.Lock()
+
+
 def start(
     namespace: str, events_address: str, container_id: str, bundle: str, runtime: str = ""
 ) -> str:
-    """Run `shim start` in the bundle; the ttrpc address it prints.  runtime: the OCI runtime
-    binary the shim runs (runc, crun...); "": kettle's own, in the shim's process."""
+    """The address of a shim that takes the container: the shared shim kettled already knows,
+    when it admits one more (`kettle.shim.v1.Pool/Admit`, exactly what `shim start` asks it),
+    else `shim start` run in the bundle.  Skipping a `shim start` process saves a Python start
+    per container (and per restart of a crash-looping one).  runtime: the OCI runtime binary
+    the shim runs (runc, crun...); "": kettle's own, in the shim's process."""
+    from kettle.shim import address as shim_address
+    from kettle.shim import pool
+    from kettle.shim.config import from_environment
+    from kettle.shim.start import annotations_of
+
+    cfg = from_environment()
+    if cfg.grouping != "pool" or shim_address.annotated_group(annotations_of(bundle)):
+        # A shim of its own, or its group's: where `shim start` alone decides.
+        return _run_start(namespace, events_address, container_id, bundle, runtime)
+    key = (namespace, runtime)
+    with _shared_lock:
+        known = _shared.get(key)
+    if known is not None:
+        try:
+            answer = pool.admit(shim_address.from_address(known), container_id, cfg.pool_size)
+        except Unavailable:
+            answer = pool.STOPPING
+        if answer == pool.ADMITTED:
+            shim_address.write_address_file(bundle, known)
+            return known
+    address = _run_start(namespace, events_address, container_id, bundle, runtime)
+    with _shared_lock:
+        _shared[key] = address
+    return address
+
+
+def _run_start(
+    namespace: str, events_address: str, container_id: str, bundle: str, runtime: str
+) -> str:
+    """Run `shim start` in the bundle; the ttrpc address it prints."""
     argv = [
         shim_binary(),
         "-namespace",

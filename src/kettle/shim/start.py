@@ -34,7 +34,7 @@ _STOPPING_RETRIES = 200
 _STOPPING_SLEEP_S = 0.02
 
 
-def _annotations(bundle: str) -> dict[str, str]:
+def annotations_of(bundle: str) -> dict[str, str]:
     """The grouping annotations of the bundle's config.json ({} when it names none)."""
     try:
         with open(os.path.join(bundle, "config.json"), "rb") as f:
@@ -194,7 +194,7 @@ def run(flags: Flags, stdin_data: bytes) -> str:
     cfg = cfgmod.from_environment()
     cfgmod.apply_options(cfg, cfgmod.decode_stdin_options(stdin_data))
     bundle = os.getcwd()
-    path, listener = place(flags, cfg, _annotations(bundle))
+    path, listener = place(flags, cfg, annotations_of(bundle))
     address = addr.to_address(path)
     if listener is None:
         addr.write_address_file(bundle, address)
