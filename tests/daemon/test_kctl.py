@@ -132,7 +132,16 @@ def test_stop_escalates_to_sigkill(kettled: Kettled, ref: str) -> None:
     kettled.ok("run", "-d", "--name", name, ref, "sleep", "1000")
     kettled.ok("stop", "-t", "1", name)
     assert _inspect(kettled, name)["exit_code"] == 137
-    kettled.ok("rm", name)
+    other = _name()
+    kettled.ok("create", "--name", other, "--label", "tier=web", ref, "true")
+    # inspect -f: one line per container, Docker's spelling of the fields accepted.
+    out = kettled.ok("inspect", "-f", "{{.name}} {{.Status}} {{.ExitCode}}", name, other)
+    assert out == f"{name} exited 137\n{other} created 0\n"
+    assert kettled.ok("inspect", "--format", "{{json .labels}}", other) == '{"tier": "web"}\n'
+    _one_line_error(
+        kettled.kctl("inspect", "-f", "{{.State.Status}}", name, other), "unknown field .State"
+    )
+    kettled.ok("rm", name, other)
 
 
 def test_kill_and_force_remove(kettled: Kettled, ref: str) -> None:

@@ -35,6 +35,55 @@ def render(template: str, row: dict[str, Any]) -> str:
     return _FIELD.sub(one, template.replace("\\t", "\t").replace("\\n", "\n"))
 
 
+# {{.a.b}} (any depth) or {{.}}, for one object (inspect).
+_PATH = re.compile(r"\{\{\s*(json\s+)?\.((?:\w+)(?:\.\w+)*)?\s*\}\}")
+
+
+def _norm(name: str) -> str:
+    return name.replace("_", "").lower()
+
+
+def lookup(obj: Any, path: str, template: str) -> Any:
+    """obj's field at a dotted path.  Names match case-insensitively and without underscores,
+    so Docker's spelling finds kettle's: .ExitCode is exit_code, .RestartPolicy.Name is
+    restart_policy.name."""
+    value = obj
+    walked = ""
+    for part in path.split(".") if path else ():
+        if not isinstance(value, dict):
+            raise InvalidArgument(f"--format {template!r}: .{walked} has no fields (at .{part})")
+        key = part if part in value else next((k for k in value if _norm(k) == _norm(part)), None)
+        if key is None:
+            known = ", ".join("." + k for k in value)
+            where = f" of .{walked}" if walked else ""
+            raise InvalidArgument(f"--format: unknown field .{part}{where} (known: {known})")
+        value = value[key]
+        walked = f"{walked}.{key}" if walked else key
+    return value
+
+
+def _text(value: Any) -> str:
+    """Scalars as Go's templates print them (true, <nil>); objects and lists as JSON."""
+    if value is None:
+        return "<nil>"
+    if isinstance(value, bool | dict | list):
+        return json.dumps(value)
+    return str(value)
+
+
+def render_object(template: str, obj: Any) -> str:
+    """One object through a template of {{.path}} and {{json .path}} (inspect -f)."""
+    leftover = _PATH.sub("", template)
+    if "{{" in leftover or "}}" in leftover:
+        raise InvalidArgument(f"--format {template!r}: only {{{{.Path}}}} and {{{{json .Path}}}}")
+
+    def one(m: re.Match[str]) -> str:
+        value = lookup(obj, m.group(2) or "", template)
+        return json.dumps(value) if m.group(1) else _text(value)
+
+    return _PATH.sub(one, template.replace("\\t", "\t").replace("\\n", "\n"))
+
+
 def output(
     fmt: str,
     rows: list[dict[str, Any]],
