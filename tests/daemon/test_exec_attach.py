@@ -518,3 +518,29 @@ def test_hub_fans_out_and_lets_go() -> None:
     early.close()
     stdio._release(run)
     assert key not in stdio._hubs
+
+
+def test_a_resize_that_cannot_apply_does_not_stop_the_input_behind_it(
+    kettled: Kettled, running: str
+) -> None:
+    # Through the API: kctl never sends a size for an exec without a tty, kettled refuses it.
+    code = f"""
+import sys
+from kettle.api import kettle_pb as pb
+from kettle.cli.client import Client
+c = Client({kettled.address!r})
+cfg = pb.ExecConfig(id={running!r}, args=["sh", "-c", "read line; echo got-$line"], stdin=True)
+s = c.bidi("Exec", pb.IOInput(config=cfg), pb.IOOutput)
+s.send(pb.IOInput(resize=pb.WindowSize(width=80, height=24)))
+s.send(pb.IOInput(stdin=b"hello\\n"))
+for m in s:
+    sys.stdout.write(m.data.decode())
+    if m.exited:
+        print("exit", m.exit_code)
+        break
+"""
+    res = subprocess.run(
+        [str(BIN / "python"), "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == "got-hello\nexit 0\n"

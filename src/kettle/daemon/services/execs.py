@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from typing import TYPE_CHECKING
 
 from kettle.api import kettle_pb as pb
@@ -34,6 +35,15 @@ log = logging.getLogger("kettled")
 _EXIT_WAIT_S = 60.0
 #: how often a quiet attach looks whether its container has been removed meanwhile.
 _GONE_CHECK_S = 2.0
+
+
+def _resize_quietly(what: str, resize: Callable[[int, int], None], size: pb.WindowSize) -> None:
+    """A window size that cannot be applied is logged, not fatal: the stdin that follows it
+    on the same stream must still reach the process (Docker logs a failed resize too)."""
+    try:
+        resize(size.width, size.height)
+    except KettleError as e:
+        log.warning("%s: resize to %dx%d: %s", what, size.width, size.height, e)
 
 
 def _first(requests: Iterator[pb.IOInput], what: str) -> pb.IOInput:
@@ -101,7 +111,7 @@ class Part:
                 if msg.stdin:
                     ex.write_stdin(msg.stdin)
                 if msg.resize is not None and msg.resize.width and msg.resize.height:
-                    ex.resize(msg.resize.width, msg.resize.height)
+                    _resize_quietly(f"exec {ex.id}", ex.resize, msg.resize)
                 if msg.close_stdin:
                     ex.close_stdin()
         except KettleError as e:
@@ -167,7 +177,7 @@ class Part:
                 if msg.stdin:
                     hub.write_stdin(msg.stdin)
                 if msg.resize is not None and msg.resize.width and msg.resize.height:
-                    self._resize(cid, msg.resize.width, msg.resize.height)
+                    _resize_quietly(f"attach {cid}", partial(self._resize, cid), msg.resize)
                 if msg.close_stdin:
                     self._close_stdin(cid, hub)
         except KettleError as e:
