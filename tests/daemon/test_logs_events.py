@@ -121,7 +121,9 @@ def test_run_log_opt_rotates_and_bad_options_are_refused(kettled: Kettled, ref: 
 
 def test_logs_timestamps_since_until_and_tail(kettled: Kettled, ref: str) -> None:
     name = _name()
-    script = "echo oops >&2; for i in 1 2 3 4 5; do echo l$i; done"
+    # The pause puts "oops" well before l1 in the log: the two streams' copiers race, and
+    # --tail with --until below counts entries of both streams.
+    script = "echo oops >&2; sleep 0.3; for i in 1 2 3 4 5; do echo l$i; done"
     kettled.ok("run", "-d", "--name", name, ref, "sh", "-c", script)
     try:
         kettled.ok("wait", name)
