@@ -63,12 +63,15 @@ from bench.shim import rollup, shim_pids  # noqa: E402
 from tests.image.oci_fixture import Registry, free_port, write_registry_config  # noqa: E402
 from tests.shim.ctd import Containerd, processes_with  # noqa: E402
 from tests.support.image import build_oci_layout  # noqa: E402
+from tests.support.kettled import (  # noqa: E402
+    BIN,
+    CGROUP_ROOT,
+    Kettled,
+    cmdline,
+    unmount_under,
+)
 from tests.support.podman import Podman  # noqa: E402
 
-BIN = Path(sys.executable).parent
-CGROUP_ROOT = Path("/sys/fs/cgroup")
-#: where kettled's shims keep their runtime state, one directory per namespace
-KETTLE_SHIM_STATE = Path("/run/containerd/kettle")
 RUNC = Path("/usr/sbin/runc")
 #: runc's state directory when podman runs it as root (podman passes no --root)
 RUNC_ROOT = Path("/run/runc")
@@ -81,13 +84,6 @@ T = TypeVar("T")
 
 
 # -- small helpers -------------------------------------------------------------------------------
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
 
 
 def memory_of(pids: list[int]) -> dict[str, float]:
@@ -149,63 +145,21 @@ def timed(fn: Callable[[], Proc], what: str) -> tuple[float, Proc]:
     return ms, check(res, what)
 
 
-def unmount_under(base: Path) -> list[str]:
-    left = []
-    for line in reversed(Path("/proc/self/mountinfo").read_text().splitlines()):
-        target = line.split()[4]
-        if target.startswith(str(base) + "/"):
-            left.append(target)
-            subprocess.run(["umount", "-l", target], check=False)
-    return left
-
-
 # -- the three engines ----------------------------------------------------------------------------
 
 
-class Kettle:
-    """A private kettled (own root, state, socket, shim namespace) and kctl against it."""
+class Kettle(Kettled):
+    """tests/support/kettled.py's private kettled (namespace kb-..., log level info, as
+    containerd's here), with what the rounds call."""
 
     name = "kettle"
 
     def __init__(self, base: Path, plain_http: str) -> None:
-        self.namespace = f"kb-{uuid.uuid4().hex[:10]}"
-        self.base = base
-        base.mkdir()
-        self.address = str(base / "kettle.sock")
-        self.config = base / "kettled.toml"
-        self.config.write_text(
-            f'namespace = "{self.namespace}"\n[registry]\nplain_http = ["{plain_http}"]\n'
-        )
-        self.log = base / "kettled.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        argv = [
-            *(str(BIN / "kettled"), "--config", str(self.config)),
-            *("--root", str(self.base / "root"), "--state", str(self.base / "state")),
-            *("--address", self.address, "--log-level", "info"),
-        ]
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"kettled exited: {self.log.read_text()[-2000:]}")
-            if os.path.exists(self.address) and self.kctl("version").returncode == 0:
-                return
-            time.sleep(0.05)
-        raise RuntimeError("kettled did not start answering")
+        super().__init__(base, plain_http, prefix="kb", log_level="info")
 
     def kctl(self, *args: str, timeout: float = 120) -> Proc:
         Interrupt.checkpoint()
-        return subprocess.run(
-            [str(BIN / "kctl"), "--address", self.address, *args],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        return super().kctl(*args, timeout=timeout)
 
     # what the rounds call
     def pull(self, ref: str) -> None:
@@ -238,49 +192,6 @@ class Kettle:
     def daemon_pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
-
-    def shims(self) -> list[int]:
-        tag = f"-namespace {self.namespace} "
-        return [int(p) for p in os.listdir("/proc") if p.isdigit() and tag in cmdline(int(p))]
-
-    def cleanup(self) -> list[str]:
-        """Removes every container, stops kettled and clears what is left; what leaked."""
-        leaks: list[str] = []
-        if self.proc is not None and self.proc.poll() is None:
-            res = self.kctl("ps", "-a", "-q", "--no-trunc")
-            if res.returncode == 0 and res.stdout.split():
-                self.kctl("rm", "-f", *res.stdout.split(), timeout=600)
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                if self.proc.wait(30) != 0:
-                    leaks.append(f"kettled exited {self.proc.returncode} on SIGTERM")
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                leaks.append("kettled did not stop on SIGTERM: killed")
-        self.proc = None
-        deadline = time.monotonic() + 15
-        while self.shims() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        for pid in self.shims():
-            leaks.append(f"kettle shim {pid}: killed")
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        leaks += [f"mount {m}" for m in unmount_under(self.base)]
-        candidates = [CGROUP_ROOT / self.namespace]
-        candidates += [h / self.namespace for h in CGROUP_ROOT.iterdir() if h.is_dir()]
-        for d in (c for c in candidates if c.is_dir()):
-            for sub in sorted((p for p in d.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-                leaks.append(f"cgroup {sub}")
-                with contextlib.suppress(OSError):
-                    sub.rmdir()
-            with contextlib.suppress(OSError):
-                d.rmdir()
-        state = KETTLE_SHIM_STATE / self.namespace
-        if state.is_dir():
-            leaks += [f"shim state {p}" for p in state.iterdir()]
-            shutil.rmtree(state, ignore_errors=True)
-        return leaks
 
 
 class QuietContainerd(Containerd):
@@ -794,12 +705,18 @@ def under_reaper(body: Callable[[], int]) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
-def run(args: argparse.Namespace) -> int:
-    work = Path(tempfile.mkdtemp(prefix="kettle-bench-daemon-", dir="/tmp"))
+Bench = Callable[[argparse.Namespace, Path, list[Callable[[], list[str]]]], None]
+
+
+def run_private(body: Bench, args: argparse.Namespace, prefix: str) -> int:
+    """body(args, work, cleanups) in a fresh /tmp directory; then every cleanup it registered,
+    last first, also on failure or Ctrl-C, and whatever is left under the directory (mounts
+    included) is removed.  Non-zero when anything had to be removed by force."""
+    work = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     cleanups: list[Callable[[], list[str]]] = []
     problems: list[str] = []
     try:
-        bench(args, work, cleanups)
+        body(args, work, cleanups)
     finally:
         Interrupt.cleaning = True
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -808,6 +725,7 @@ def run(args: argparse.Namespace) -> int:
             try:
                 problems += fn()
             except Exception as e:  # one failed teardown must not skip the others
+                traceback.print_exc()
                 problems.append(f"cleanup failed: {e!r}")
         problems += [f"mount {m}" for m in unmount_under(work)]
         shutil.rmtree(work, ignore_errors=True)
@@ -846,7 +764,7 @@ def main() -> int:
         return 2
     if args.json:
         args.json = os.path.abspath(args.json)
-    return under_reaper(partial(run, args))
+    return under_reaper(partial(run_private, bench, args, "kettle-bench-daemon-"))
 
 
 if __name__ == "__main__":

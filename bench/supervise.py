@@ -52,7 +52,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -80,9 +79,9 @@ from bench.daemon import (  # noqa: E402
     p90,
     progress,
     reproduce,
+    run_private,
     table,
     under_reaper,
-    unmount_under,
 )
 from bench.shim import rollup  # noqa: E402
 
@@ -1022,31 +1021,6 @@ def bench(args: argparse.Namespace, work: Path, cleanups: list[Callable[[], list
         print(f"every sample: {args.json}")
 
 
-def run(args: argparse.Namespace) -> int:
-    work = Path(tempfile.mkdtemp(prefix="kettle-bench-sv-", dir="/tmp"))
-    cleanups: list[Callable[[], list[str]]] = []
-    problems: list[str] = []
-    try:
-        bench(args, work, cleanups)
-    finally:
-        import signal
-
-        Interrupt.cleaning = True
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not stop the cleanup
-        for fn in reversed(cleanups):
-            try:
-                problems += fn()
-            except Exception as e:  # one failed teardown must not skip the others
-                traceback.print_exc()
-                problems.append(f"cleanup failed: {e!r}")
-        problems += [f"mount {m}" for m in unmount_under(work)]
-        shutil.rmtree(work, ignore_errors=True)
-        if problems:
-            print("cleanup had to remove:", *problems, sep="\n  ", file=sys.stderr)
-    return 1 if problems else 0
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -1084,7 +1058,7 @@ def main() -> int:
         args.skip_podman = f"{' and '.join(no_podman)} not installed"
     if args.json:
         args.json = os.path.abspath(args.json)
-    return under_reaper(partial(run, args))
+    return under_reaper(partial(run_private, bench, args, "kettle-bench-sv-"))
 
 
 if __name__ == "__main__":

@@ -9,15 +9,10 @@ cleaning up and failing if one is.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +22,10 @@ import pytest
 from tests.image.oci_fixture import Registry, free_port, write_registry_config
 from tests.support import bundle as support_bundle
 from tests.support import image as support_image
+from tests.support.kettled import BIN, CGROUP_ROOT, SHIM_STATE, Kettled
 
-BIN = Path(sys.executable).parent
-CGROUP_ROOT = Path("/sys/fs/cgroup")
-SHIM_STATE = Path("/run/containerd/kettle")
+__all__ = ["BIN", "CGROUP_ROOT", "SHIM_STATE", "Image", "Kettled", "wait_for"]
+
 PASSWD = "alice:x:1500:1600:Alice:/home/alice:/bin/sh\n"
 GROUP = "alices:x:1600:\nstaff:x:50:alice,bob\nwheel:x:10:\n"
 
@@ -91,136 +86,6 @@ def image(daemon_tmp: Path) -> Iterator[Image]:
         yield Image(ref=ref, registry=reg.host)
     finally:
         reg.kill()
-
-
-def _cmdline(pid: str) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
-class Kettled:
-    def __init__(self, base: Path, plain_http: str) -> None:
-        self.namespace = f"kt-{uuid.uuid4().hex[:10]}"
-        self.base = base
-        base.mkdir()
-        self.root = base / "root"
-        self.state = base / "state"
-        self.address = str(base / "kettle.sock")
-        self.config = base / "kettled.toml"
-        self.config.write_text(
-            f'namespace = "{self.namespace}"\n[registry]\nplain_http = ["{plain_http}"]\n'
-        )
-        self.log = base / "kettled.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    *(str(BIN / "kettled"), "--config", str(self.config), "--root", str(self.root)),
-                    *(
-                        "--state",
-                        str(self.state),
-                        "--address",
-                        self.address,
-                        "--log-level",
-                        "debug",
-                    ),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-            )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self.proc = None
-                raise RuntimeError(f"kettled exited: {self.log.read_text()[-2000:]}")
-            if os.path.exists(self.address) and self.kctl("version").returncode == 0:
-                return
-            time.sleep(0.05)
-        raise RuntimeError("kettled did not start answering")
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait()
-        self.proc = None
-
-    def stop(self) -> bool:
-        """SIGTERM; False if kettled had to be killed."""
-        if self.proc is None:
-            return True
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            code = -1
-        self.proc = None
-        return code == 0
-
-    def kctl(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(BIN / "kctl"), "--address", self.address, *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-
-    def ok(self, *args: str) -> str:
-        res = self.kctl(*args)
-        assert res.returncode == 0, f"kctl {' '.join(args)}: {res.stderr}"
-        return res.stdout
-
-    def shims(self) -> list[int]:
-        tag = f"-namespace {self.namespace} "
-        return [int(p) for p in os.listdir("/proc") if p.isdigit() and tag in _cmdline(p)]
-
-    def cgroup_dirs(self) -> list[Path]:
-        # cgroup2 hosts: /sys/fs/cgroup/<ns>; v1 and hybrid: /sys/fs/cgroup/<hierarchy>/<ns>.
-        candidates = [CGROUP_ROOT / self.namespace]
-        candidates += [h / self.namespace for h in CGROUP_ROOT.iterdir() if h.is_dir()]
-        return [d for d in candidates if d.is_dir()]
-
-    def cleanup(self) -> list[str]:
-        """Remove everything this kettled made; a list of what had leaked."""
-        leaks: list[str] = []
-        if self.proc is not None:
-            ids = self.ok("ps", "-a", "-q").split()
-            for cid in ids:
-                self.kctl("rm", "-f", cid)
-            if not self.stop():
-                leaks.append("kettled did not exit 0 on SIGTERM")
-        deadline = time.monotonic() + 15
-        while self.shims() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        for pid in self.shims():
-            leaks.append(f"shim {pid}")
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        for line in reversed(Path("/proc/self/mountinfo").read_text().splitlines()):
-            target = line.split()[4]
-            if target.startswith(str(self.base)):
-                leaks.append(f"mount {target}")
-                subprocess.run(["umount", "-l", target], check=False)
-        for d in self.cgroup_dirs():
-            children = sorted(p for p in d.iterdir() if p.is_dir())
-            leaks += [f"cgroup {c}" for c in children]
-            for c in children:
-                with contextlib.suppress(OSError):
-                    c.rmdir()
-            with contextlib.suppress(OSError):
-                d.rmdir()
-        state = SHIM_STATE / self.namespace
-        if state.is_dir():
-            leaks += [f"runtime state {p}" for p in state.iterdir()]
-            shutil.rmtree(state, ignore_errors=True)
-        return leaks
 
 
 @pytest.fixture(scope="session")

@@ -84,6 +84,14 @@ def parse_time(text: str, flag: str, now_ns: int | None = None) -> int:
     )
 
 
+def time_range(since: str, until: str) -> tuple[int, int]:
+    """--since and --until as nanoseconds (0: not given)."""
+    return (
+        parse_time(since, "--since") if since else 0,
+        parse_time(until, "--until") if until else 0,
+    )
+
+
 def format_ns(ns: int) -> str:
     """RFC3339 in UTC with nine fraction digits, as Docker prints log and event times."""
     seconds, frac = divmod(ns, 1_000_000_000)

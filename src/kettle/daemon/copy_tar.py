@@ -384,20 +384,7 @@ class _CopyUnpacker(Unpacker):
         self._pkey = tuple(comps[:-1])
         base = comps[-1]
         self._no_dir_swap(parent_fd, base, info)
-        if info.type in (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE) or info.issparse():
-            self._create_file(parent_fd, base, info)
-        elif info.type == tarfile.DIRTYPE:
-            self._create_dir(parent_fd, base, comps, info)
-        elif info.type == tarfile.SYMTYPE:
-            self._create_symlink(parent_fd, base, info)
-        elif info.type == tarfile.LNKTYPE:
-            self._create_hardlink(parent_fd, base, info)
-        elif info.type in (tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE):
-            self._create_node(parent_fd, base, info)
-        else:
-            raise InvalidArgument(
-                f"{self.what}: entry {info.name!r} has unsupported tar type {info.type!r}"
-            )
+        self._create(parent_fd, base, comps, info)
 
     def _no_dir_swap(self, parent_fd: int, base: str, info: tarfile.TarInfo) -> None:
         """Docker's NoOverwriteDirNonDir: neither kind replaces the other."""

@@ -69,19 +69,10 @@ class ExecOptions:
     height: int = 0
 
 
-def _merge_env(base: list[str], extra: list[str]) -> list[str]:
-    out: dict[str, str] = {}
-    for item in (*base, *extra):
-        if not item or item.startswith("="):
-            raise InvalidArgument(f"env: invalid variable {item!r}")
-        key, sep, value = item.partition("=")
-        out[key] = f"{key}={value}" if sep else f"{key}="
-    return list(out.values())
-
-
 def process_spec(rec: Record, rootfs: str, opts: ExecOptions) -> dict[str, object]:
     """The exec's OCI process: the container's, with opts' overrides.  The user is resolved
     through the running container's own /etc/passwd and /etc/group (as `docker exec -u`)."""
+    from kettle.daemon.spec import merge_env
     from kettle.runtime.caps import CAPS
 
     if not opts.args:
@@ -97,7 +88,7 @@ def process_spec(rec: Record, rootfs: str, opts: ExecOptions) -> dict[str, objec
     if opts.tty and opts.width and opts.height:
         proc["consoleSize"] = {"width": opts.width, "height": opts.height}
     env = [str(e) for e in base.get("env") or []]
-    proc["env"] = _merge_env(env, list(opts.env))
+    proc["env"] = merge_env(env, list(opts.env))
     if opts.workdir:
         if not opts.workdir.startswith("/"):
             raise InvalidArgument(f"workdir {opts.workdir!r}: must be an absolute path")

@@ -98,7 +98,8 @@ _OPPOSITE = {"exec": "noexec", "suid": "nosuid", "dev": "nodev", "rw": "ro"}
 _OPPOSITE.update({v: k for k, v in list(_OPPOSITE.items())})
 
 
-def _merge_env(base: list[str], extra: list[str]) -> list[str]:
+def merge_env(base: list[str], extra: list[str]) -> list[str]:
+    """KEY=VALUE lists, later keys replacing earlier ones (image env, then -e; exec's too)."""
     out: dict[str, str] = {}
     for item in (*base, *extra):
         if not item or item.startswith("="):
@@ -679,7 +680,7 @@ def build(
     proc["terminal"] = bool(req.tty)
     proc["args"] = args
     env = list(image.env) or [_DEFAULT_PATH]
-    proc["env"] = _merge_env([*env, f"HOSTNAME={hostname}"], list(req.env))
+    proc["env"] = merge_env([*env, f"HOSTNAME={hostname}"], list(req.env))
     cwd = req.workdir or image.working_dir or "/"
     if not cwd.startswith("/"):
         raise InvalidArgument(f"workdir {cwd!r}: must be an absolute path")

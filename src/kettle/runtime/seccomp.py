@@ -771,15 +771,22 @@ def _read_cached(path: str) -> bytes | None:
 def _write_cached(cache: str, path: str, program: bytes) -> None:
     """Atomically, best effort: a cache that cannot be written costs the next create the
     compilation again, nothing else."""
+    tmp = f"{path}.{os.getpid()}.tmp"
     try:
         os.makedirs(cache, mode=0o700, exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, program)
-        finally:
-            os.close(fd)
+        # A file object writes every byte (os.write may write fewer): a program cut short
+        # would fail every later load.
+        with open(fd, "wb") as f:
+            f.write(program)
         os.rename(tmp, path)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass  # never created, or renamed already
+        return  # read-only or full state root: the program is still used from memory
+    try:
         names = [n for n in os.listdir(cache) if n.endswith(".bpf")]
         if len(names) > _CACHE_MAX:
             # A bounded cache: the least recently written programs go first.
@@ -787,7 +794,7 @@ def _write_cached(cache: str, path: str, program: bytes) -> None:
             for name in by_age[: len(names) - _CACHE_MAX]:
                 os.unlink(os.path.join(cache, name))
     except OSError:
-        pass  # read-only or full state root: the program is still used from memory
+        pass  # another runtime evicted the same entry first
 
 
 class Programs:
@@ -815,15 +822,19 @@ class Programs:
         seccomp(2) is not given directly)."""
         if seccomp is None:
             return None
-        p = plan(seccomp)
-        if p.notify or p.listener_path or any(flag not in _RAW_FLAGS for _, flag in p.flags):
-            return None
-        key = _cache_key(seccomp)
+        key = ""
         if self._memory is not None:
+            # Before plan(): a program in memory was made from this very profile, so it was
+            # checked then (the shim's helper asks again for what its parent just compiled).
+            key = _cache_key(seccomp)
             with self._lock:
                 known = self._memory.get(key)
             if known is not None:
                 return known
+        p = plan(seccomp)
+        if p.notify or p.listener_path or any(flag not in _RAW_FLAGS for _, flag in p.flags):
+            return None
+        key = key or _cache_key(seccomp)
         flags = 0
         for _, flag in p.flags:
             flags |= _RAW_FLAGS[flag]

@@ -426,7 +426,12 @@ class Unpacker:
         base = comps[-1]
         if base.startswith(WHITEOUT_PREFIX):
             self._whiteout(parent_fd, base, info)
-        elif info.type in (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE) or info.issparse():
+        else:
+            self._create(parent_fd, base, comps, info)
+
+    def _create(self, parent_fd: int, base: str, comps: list[str], info: tarfile.TarInfo) -> None:
+        """Make the member's file, directory, link or node as base under parent_fd."""
+        if info.type in (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE) or info.issparse():
             self._create_file(parent_fd, base, info)
         elif info.type == tarfile.DIRTYPE:
             self._create_dir(parent_fd, base, comps, info)

@@ -59,12 +59,9 @@ def event_json(ev: pb.Event) -> dict[str, Any]:
 def run(client: Client, a: argparse.Namespace) -> int:
     since_ns = until_ns = 0
     if a.since or a.until:
-        from kettle.cli.timefmt import parse_time
+        from kettle.cli.timefmt import time_range
 
-        if a.since:
-            since_ns = parse_time(a.since, "--since")
-        if a.until:
-            until_ns = parse_time(a.until, "--until")
+        since_ns, until_ns = time_range(a.since, a.until)
     req = pb.EventsRequest(since_ns=since_ns, until_ns=until_ns, filters=list(a.filter))
     if a.format == "json":
         import json

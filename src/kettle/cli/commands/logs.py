@@ -69,11 +69,8 @@ def run(client: Client, a: argparse.Namespace) -> int:
     tail = parse_tail(a.tail)
     since_ns = until_ns = 0
     if a.since or a.until:
-        from kettle.cli.timefmt import parse_time
+        from kettle.cli.timefmt import time_range
 
-        if a.since:
-            since_ns = parse_time(a.since, "--since")
-        if a.until:
-            until_ns = parse_time(a.until, "--until")
+        since_ns, until_ns = time_range(a.since, a.until)
     copy_logs(client, a.container, a.follow, tail, a.timestamps, since_ns, until_ns)
     return 0
